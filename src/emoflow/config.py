@@ -1,0 +1,120 @@
+"""The one config model of ``params.yaml``: strict pydantic models, one section per stage.
+
+A typo or a wrong type fails with one line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from emoflow.errors import InputError
+
+DEFAULT_PARAMS = Path("params.yaml")
+EMOTIONS: tuple[str, ...] = (
+    "anger",
+    "disgust",
+    "fear",
+    "happiness",
+    "sadness",
+    "surprise",
+    "neutral",
+)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Range(Strict):
+    """A closed interval ``[min, max]``."""
+
+    min: float = Field(ge=0.0)
+    max: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class BeepParams(Strict):
+    """The trigger tone the stimulus program plays at each trial onset."""
+
+    frequency_hz: float = Field(1000.0, gt=20.0, lt=20000.0)
+    duration_s: float = Field(0.2, gt=0.0, le=1.0)
+    attenuation_db: Range = Field(
+        default_factory=lambda: Range(min=10.0, max=18.0),
+        description="beep level in dB below full scale, drawn per trial",
+    )
+
+
+class FlagRates(Strict):
+    """Share of trials rendered (and marked) with each quality flag."""
+
+    non_correlating: Probability = 0.08
+    abnormal_limb: Probability = 0.05
+    low_occlusion: Probability = 0.06
+    heavy_occlusion: Probability = 0.04
+    other: Probability = 0.03
+
+
+class SampleParams(Strict):
+    """``emoflow sample``: the generator of lab-like session recordings."""
+
+    participants: int = Field(8, ge=1, le=500)
+    trials_per_participant: int = Field(14, ge=1, le=500)
+    seed: int = 42
+    fps: int = Field(30, ge=10, le=120)
+    width: int = Field(640, ge=640)
+    height: int = Field(480, ge=480)
+    trial_s: float = Field(6.0, gt=1.0)
+    answer_s: Range = Field(default_factory=lambda: Range(min=2.0, max=4.0))
+    lead_in_s: Range = Field(default_factory=lambda: Range(min=0.0, max=2.0))
+    tail_s: Range = Field(default_factory=lambda: Range(min=0.5, max=1.5))
+    sample_rate: int = Field(48000, ge=16000)
+    beep: BeepParams = Field(default_factory=BeepParams)
+    flag_rates: FlagRates = Field(default_factory=FlagRates)
+    crf: int = Field(23, ge=0, le=51)
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+
+
+class Params(Strict):
+    """All of ``params.yaml``."""
+
+    classes: tuple[str, ...] = EMOTIONS
+    sample: SampleParams = Field(default_factory=SampleParams)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Load and validate ``params.yaml``; errors name the key and the file in one line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise InputError(path, "params file not found") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise InputError(path, f"not valid YAML ({getattr(exc, 'problem', exc)})", where) from exc
+    if not isinstance(raw, dict):
+        raise InputError(path, "top level must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        raise InputError(path, f"{msg}{more}", where=f"key {_location(err['loc'])}") from exc

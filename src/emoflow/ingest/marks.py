@@ -1,0 +1,125 @@
+"""The marks file: one line of 8 tab-separated integers per trial (see docs/formats.md).
+
+``start end peak non_correlating abnormal_limb low_occlusion heavy_occlusion other``
+
+Frames are 0-based indices into the trial clip, ``start <= peak <= end < frame count``, and
+the five flags are 0 or 1. Anything else is rejected with the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from emoflow.errors import InputError
+from emoflow.fsio import atomic_write_text
+
+FLAG_NAMES: tuple[str, ...] = (
+    "non_correlating",
+    "abnormal_limb",
+    "low_occlusion",
+    "heavy_occlusion",
+    "other",
+)
+FIELD_NAMES: tuple[str, ...] = ("start", "end", "peak", *FLAG_NAMES)
+MARKS_SUFFIX = ".txt"
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Start, end and peak frame of the expressed emotion in a trial clip, plus quality flags."""
+
+    start: int
+    end: int
+    peak: int
+    non_correlating: int = 0
+    abnormal_limb: int = 0
+    low_occlusion: int = 0
+    heavy_occlusion: int = 0
+    other: int = 0
+
+    def problems(self, frame_count: int | None = None) -> list[str]:
+        """The rules this marks record breaks (empty when valid)."""
+        out: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                out.append(f"{f.name} must be an integer, got {value!r}")
+        if out:
+            return out
+        if self.start < 0:
+            out.append(f"start must be >= 0, got {self.start}")
+        if not self.start <= self.peak <= self.end:
+            out.append(
+                f"frames must satisfy start <= peak <= end, got start={self.start} "
+                f"peak={self.peak} end={self.end}"
+            )
+        if frame_count is not None and self.end >= frame_count:
+            out.append(f"end must be < frame count {frame_count}, got end={self.end}")
+        for name in FLAG_NAMES:
+            if getattr(self, name) not in (0, 1):
+                out.append(f"flag {name} must be 0 or 1, got {getattr(self, name)}")
+        return out
+
+    @property
+    def flags(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in FLAG_NAMES}
+
+    def to_line(self) -> str:
+        return "\t".join(str(v) for v in astuple(self))
+
+
+def parse_marks(text: str, path: str | Path = "<marks>", frame_count: int | None = None) -> Marks:
+    """Parse the content of a marks file; raise :class:`InputError` naming the broken rule."""
+    lines = text.splitlines()
+    content = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
+    if not content:
+        raise InputError(path, "empty marks file: expected one line of 8 tab-separated integers")
+    if len(content) > 1:
+        raise InputError(
+            path, f"expected exactly one line, found {len(content)} non-empty lines",
+            where=f"line {content[1][0]}",
+        )
+    lineno, line = content[0]
+    where = f"line {lineno}"
+    parts = line.rstrip("\r\n").split("\t")
+    if len(parts) != len(FIELD_NAMES):
+        raise InputError(
+            path,
+            f"expected {len(FIELD_NAMES)} tab-separated fields "
+            f"({' '.join(FIELD_NAMES)}), found {len(parts)}",
+            where=where,
+        )
+    values: list[int] = []
+    for name, raw in zip(FIELD_NAMES, parts, strict=True):
+        token = raw.strip()
+        if not token.lstrip("-").isdigit():
+            raise InputError(path, f"field {name} must be an integer, got {raw!r}", where=where)
+        values.append(int(token))
+    marks = Marks(*values)
+    problems = marks.problems(frame_count)
+    if problems:
+        raise InputError(path, "; ".join(problems), where=where)
+    return marks
+
+
+def read_marks(path: str | Path, frame_count: int | None = None) -> Marks:
+    """Read and check one marks file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason})") from exc
+    return parse_marks(text, path, frame_count)
+
+
+def write_marks(path: str | Path, marks: Marks, frame_count: int | None = None) -> None:
+    """Check ``marks`` and write it atomically (temp file + rename)."""
+    problems = marks.problems(frame_count)
+    if problems:
+        raise InputError(path, "refusing to write invalid marks: " + "; ".join(problems))
+    atomic_write_text(path, marks.to_line() + "\n")
+
+
+def marks_path(marks_dir: str | Path, trial_id: str) -> Path:
+    return Path(marks_dir) / f"{trial_id}{MARKS_SUFFIX}"
