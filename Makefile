@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# dvc.yaml's stage commands call `emoflow`: the venv's bin goes first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.emoflow-installed
 
-.PHONY: install demo test test-all lint sheet clean-data
+.PHONY: install demo test test-all lint sheet clean-data label-env
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +16,24 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The labelling GUI (`emoflow mark`) needs OpenCV's GUI build, which installs the same cv2 package
+# as the headless build the services use; so it gets its own small venv with only what `mark`
+# imports (emoflow itself without its deps). See docs/labelling.md.
+LABEL_VENV ?= .venv-label
+LABEL_STAMP := $(LABEL_VENV)/.emoflow-installed
+LABEL_PKGS := opencv-python==5.0.0.93 av==18.1.0 numpy==2.4.6 typer==0.29.1 pydantic==2.14.4 \
+	pyyaml==6.0.3
+
+$(LABEL_STAMP): pyproject.toml
+	@test -x $(LABEL_VENV)/bin/python || $(PYTHON) -m venv $(LABEL_VENV)
+	@echo '*' > $(LABEL_VENV)/.gitignore
+	$(LABEL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LABEL_VENV)/bin/python -m pip install --quiet $(LABEL_PKGS)
+	$(LABEL_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $(LABEL_STAMP)
+
+label-env: $(LABEL_STAMP)  ## .venv-label: OpenCV's GUI build for `emoflow mark`
 
 demo: install           ## generate the sample recordings and reproduce every stage
 	$(BIN)/dvc repro

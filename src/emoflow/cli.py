@@ -53,6 +53,19 @@ def contact_sheet(
     write_contact_sheet(data, participant, out)
 
 
+@app.command()
+def mark(
+    trials: Path = typer.Argument(..., help="A folder of trial clips (*.mp4) or a trials.csv."),
+    marks_dir: Path = typer.Option(Path("data/marks"), "--marks-dir", help="Where marks go."),
+    redo: bool = typer.Option(False, "--all", help="Also open clips that already have marks."),
+    jump: int = typer.Option(10, min=1, help="Frames per F/B (and Up/Down) jump."),
+) -> None:
+    """The labelling GUI: mark start, end, peak and quality flags per clip (docs/labelling.md)."""
+    from emoflow.labelling.app import mark_trials
+
+    mark_trials(trials, marks_dir, redo=redo, jump=jump)
+
+
 def run() -> None:
     """Entry point: a user error is one line on stderr and exit code 2, not a traceback."""
     try:

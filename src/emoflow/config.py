@@ -60,7 +60,7 @@ class FlagRates(Strict):
 
     non_correlating: Probability = 0.08
     abnormal_limb: Probability = 0.05
-    low_occlusion: Probability = 0.06
+    low_occlusion: Probability = 0.05
     heavy_occlusion: Probability = 0.04
     other: Probability = 0.03
 
