@@ -23,3 +23,15 @@ def small_sample(tmp_path_factory: pytest.TempPathFactory, small_sample_params: 
     root = tmp_path_factory.mktemp("sample") / "data"
     generate_sample(small_sample_params, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def small_trials(small_sample: Path) -> Path:
+    """``emoflow segment`` over the small sample: data/interim/trials beside it."""
+    from emoflow.config import SegmentParams
+    from emoflow.ingest.segment import segment_sessions
+
+    out = small_sample / "interim" / "trials"
+    segment_sessions(small_sample / "raw" / "sessions", small_sample / "raw" / "protocol.csv",
+                     out, SegmentParams(workers=2))  # fmt: skip
+    return out

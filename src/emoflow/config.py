@@ -6,7 +6,7 @@ A typo or a wrong type fails with one line naming the key and the file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,11 +85,73 @@ class SampleParams(Strict):
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
 
 
+class SegmentParams(Strict):
+    """``emoflow segment``: trigger beeps in each session's audio → one clip per trial."""
+
+    clip_s: float = Field(6.0, gt=0.0, description="length of each trial clip from its beep")
+    band_hz: Range = Field(
+        default_factory=lambda: Range(min=900.0, max=1100.0),
+        description="frequency band of the trigger tone",
+    )
+    purity: Probability = Field(
+        0.5, description="share of the spectrum's energy the band must hold during a beep"
+    )
+    min_level_db: float = Field(
+        12.0, ge=0.0, description="band energy above its median (the noise floor) during a beep"
+    )
+    min_tone_s: float = Field(0.08, gt=0.0, description="shortest tone that counts as a beep")
+    min_spacing_s: float = Field(3.0, ge=0.0, description="beeps closer than this are one beep")
+    on_mismatch: Literal["fail", "skip"] = Field(
+        "fail",
+        description="when beeps and protocol trials differ in number: stop, or skip the "
+        "participant",
+    )
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality of the re-encoded clips")
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+
+
+class ValidateParams(Strict):
+    """``emoflow validate``: the great-expectations gate over trials and marks."""
+
+    fps: Range = Field(default_factory=lambda: Range(min=24.0, max=61.0))
+    duration_s: Range = Field(default_factory=lambda: Range(min=5.9, max=6.1))
+    width: Range = Field(default_factory=lambda: Range(min=640.0, max=4096.0))
+    height: Range = Field(default_factory=lambda: Range(min=480.0, max=3072.0))
+    max_label_share: Probability = Field(
+        0.5, description="most trials one label may take of a participant's trials"
+    )
+    max_failed_share: Probability = Field(
+        0.1, description="share of quarantined trials above which the gate fails"
+    )
+    max_structural_errors: int = Field(
+        0, ge=0, description="schema-level errors (missing columns, duplicate ids) tolerated"
+    )
+
+
+class TrimParams(Strict):
+    """``emoflow trim``: valid trials → labelled clips cut to [start, end]."""
+
+    exclude_flags: tuple[str, ...] = ("non_correlating", "heavy_occlusion", "other")
+    crf: int = Field(18, ge=0, le=51)
+
+    @model_validator(mode="after")
+    def _known_flags(self) -> Self:
+        from emoflow.ingest.marks import FLAG_NAMES
+
+        unknown = set(self.exclude_flags) - set(FLAG_NAMES)
+        if unknown:
+            raise ValueError(f"unknown flags {sorted(unknown)}; known: {list(FLAG_NAMES)}")
+        return self
+
+
 class Params(Strict):
     """All of ``params.yaml``."""
 
     classes: tuple[str, ...] = EMOTIONS
     sample: SampleParams = Field(default_factory=SampleParams)
+    segment: SegmentParams = Field(default_factory=SegmentParams)
+    validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    trim: TrimParams = Field(default_factory=TrimParams)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

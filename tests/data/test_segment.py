@@ -1,0 +1,106 @@
+"""``emoflow segment`` on the sample: onsets against the ground truth, clips, mismatches."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emoflow.config import SegmentParams
+from emoflow.errors import InputError
+from emoflow.ingest.segment import TRIALS_COLUMNS, SegmentError, segment_sessions
+from emoflow.media.video import iter_frames, probe
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_onset_is_within_one_frame_of_the_truth(small_sample: Path, small_trials: Path
+                                                      ) -> None:  # fmt: skip
+    truth = {r["trial_id"]: r for r in _rows(small_sample / "sample_truth" / "trials.csv")}
+    rows = _rows(small_trials / "trials.csv")
+    assert list(rows[0]) == list(TRIALS_COLUMNS)
+    assert [r["trial_id"] for r in rows] == list(truth)
+    for r in rows:
+        t = truth[r["trial_id"]]
+        assert abs(float(r["beep_s"]) - float(t["onset_s"])) <= 1 / float(r["fps"])
+        assert r["emotion"] == t["protocol_emotion"]
+        assert (r["frames"], r["duration_s"], r["width"], r["height"]) == ("180", "6.0000", "640",
+                                                                            "480")  # fmt: skip
+
+
+def test_clips_start_on_the_beep_frame_and_keep_their_audio(small_sample: Path,
+                                                           small_trials: Path) -> None:  # fmt: skip
+    truth = _rows(small_sample / "sample_truth" / "trials.csv")[:3]  # p001's first trials
+    session = list(iter_frames(small_sample / "raw" / "sessions" / "p001.mp4"))
+    for t in truth:
+        clip = small_trials / f"{t['trial_id']}.mp4"
+        info = probe(clip)
+        assert info.has_audio and info.fps == 30
+        first = next(iter_frames(clip)).astype(np.float32)
+        onset = int(t["onset_frame"])
+        diffs = [np.abs(first - session[onset + k]).mean() for k in range(-2, 3)]
+        assert int(np.argmin(diffs)) == 2, diffs  # the very frame, not a neighbour
+
+
+def _with_extra_trial(small_sample: Path, tmp_path: Path) -> Path:
+    rows = _rows(small_sample / "raw" / "protocol.csv")
+    rows.append({"participant": "p002", "trial": "8", "emotion": "anger", "stimulus": "x.mp4"})
+    path = tmp_path / "protocol.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_mismatch_fails_by_default_and_writes_nothing(small_sample: Path, tmp_path: Path) -> None:
+    protocol = _with_extra_trial(small_sample, tmp_path)
+    out = tmp_path / "trials"
+    with pytest.raises(SegmentError, match=r"p002 .*7 trigger beeps detected, protocol lists 8"):
+        segment_sessions(small_sample / "raw" / "sessions", protocol, out, SegmentParams())
+    assert not out.exists()
+
+
+def test_mismatch_can_skip_the_participant(small_sample: Path, tmp_path: Path) -> None:
+    protocol = _with_extra_trial(small_sample, tmp_path)
+    out = tmp_path / "trials"
+    rows = segment_sessions(small_sample / "raw" / "sessions", protocol, out,
+                            SegmentParams(on_mismatch="skip"))  # fmt: skip
+    assert {r["participant"] for r in rows} == {"p001", "p003"}
+    assert not list(out.glob("p002_*.mp4"))
+    skipped = _rows(out / "skipped.csv")
+    assert [s["participant"] for s in skipped] == ["p002"]
+
+
+def test_missing_session_video_is_a_mismatch(small_sample: Path, tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    for p in ("p001", "p003"):
+        shutil.copy(small_sample / "raw" / "sessions" / f"{p}.mp4", sessions)
+    with pytest.raises(SegmentError, match=r"p002: 7 trials in .* but no .*p002\.mp4"):
+        segment_sessions(sessions, small_sample / "raw" / "protocol.csv", tmp_path / "o",
+                         SegmentParams(workers=1))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("participant,emotion\np001,anger\n", "row 1: missing columns ['trial']"),
+        ("participant,trial,emotion\np001,one,anger\n", "row 2: trial must be an integer"),
+        ("participant,trial,emotion\np001,1,anger\np001,1,fear\n", "row 3: trial 1 of p001 listed"),
+    ],
+)
+def test_bad_protocol_names_the_row(small_sample: Path, tmp_path: Path, text: str, rule: str
+                                    ) -> None:  # fmt: skip
+    protocol = tmp_path / "protocol.csv"
+    protocol.write_text(text)
+    with pytest.raises(InputError, match=re.escape(rule)):
+        segment_sessions(small_sample / "raw" / "sessions", protocol, tmp_path / "o",
+                         SegmentParams())  # fmt: skip
