@@ -41,6 +41,52 @@ def sample(
     generate_sample(load_params(params).sample, out)
 
 
+@app.command()
+def segment(
+    params: Path = ParamsOption,
+    sessions: Path = typer.Option(Path("data/raw/sessions"), help="Session recordings (*.mp4)."),
+    protocol: Path = typer.Option(Path("data/raw/protocol.csv"), help="The stimulus log."),
+    out: Path = typer.Option(Path("data/interim/trials"), help="Trial clips and trials.csv."),
+) -> None:
+    """Cut each session into one clip per trial, starting at its trigger beep."""
+    from emoflow.ingest.segment import segment_sessions
+
+    segment_sessions(sessions, protocol, out, load_params(params).segment)
+
+
+@app.command()
+def validate(
+    params: Path = ParamsOption,
+    trials: Path = typer.Option(
+        Path("data/interim/trials/trials.csv"), help="trials.csv; clips lie beside it."
+    ),
+    marks: Path = typer.Option(Path("data/marks"), help="One <trial_id>.txt per trial."),
+    report: Path = typer.Option(Path("reports/validation"), help="Data Docs + summary.json."),
+    out: Path = typer.Option(
+        Path("data/interim/validated"), help="valid_trials.csv (gate passed) + quarantine.csv."
+    ),
+) -> None:
+    """The great-expectations gate over trials and marks (docs/validation.md)."""
+    from emoflow.validation.gate import validate as run_gate
+
+    run_gate(load_params(params), trials, marks, report, out)
+
+
+@app.command()
+def trim(
+    params: Path = ParamsOption,
+    valid: Path = typer.Option(
+        Path("data/interim/validated/valid_trials.csv"), help="Trials that passed validation."
+    ),
+    trials: Path = typer.Option(Path("data/interim/trials"), help="The trial clips."),
+    out: Path = typer.Option(Path("data/processed/clips"), help="Labelled clips and clips.csv."),
+) -> None:
+    """Cut valid trials to their marked [start, end] into one folder per label."""
+    from emoflow.ingest.trim import trim_trials
+
+    trim_trials(valid, trials, out, load_params(params).trim)
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),
