@@ -1,0 +1,164 @@
+"""Frame Attention Networks (Meng et al., ICIP 2019) for clip-level expression recognition.
+
+A ResNet18 trunk embeds each face frame into ``f_i`` (512-d); two attention stages pool the frames
+of a clip into one vector, so a clip of any length gets one prediction:
+
+- self-attention: ``α_i = σ(w_α · dropout(f_i))``, ``f_v = Σ α_i f_i / Σ α_i``;
+- relation-attention: ``β_i = σ(w_β · dropout([f_i : f_v]))``,
+  ``clip = Σ α_i β_i [f_i : f_v] / Σ α_i β_i`` (1024-d), then dropout and a linear classifier.
+
+Weighting at evaluation: the official code (github.com/Open-Debin/Emotion-FAN, ``Code/Model.py``,
+``AT_level='second_level'``) weights the numerator by ``α_i`` alone at evaluation but by
+``α_i β_i`` in training, while dividing by ``Σ α_i β_i`` in both. That makes evaluation features a
+different function (and scale) than the classifier was trained on. The paper's formulation uses
+``α_i β_i`` throughout, and so does this module, in both modes.
+
+Padded batches: ``mask`` marks real frames. Only real frames go through the trunk (one batched
+call over all of them), so padding costs no compute, never reaches BatchNorm's batch statistics in
+training, and gets zero attention weight: a padded clip gives the same logits as the unpadded one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet18
+
+from emoflow.models.backbone import load_trunk_weights
+
+FEATURE_DIM = 512
+
+
+class FANOutput(NamedTuple):
+    """Logits and the per-frame attention weights that produced them.
+
+    ``alpha`` and ``beta`` are (B, T) in (0, 1), exactly 0 at masked frames; ``beta`` is None for
+    the self-attention-only model.
+    """
+
+    logits: Tensor
+    alpha: Tensor
+    beta: Tensor | None
+
+    @property
+    def frame_weights(self) -> Tensor:
+        """Each frame's share of the clip vector (rows sum to 1): the attention to display."""
+        w = self.alpha if self.beta is None else self.alpha * self.beta
+        return w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def resnet18_trunk() -> nn.Module:
+    """torchvision's ResNet18 without its classifier: (N, 3, H, W) → (N, 512), any H, W ≥ 32.
+
+    Keeping torchvision's module names means its state dicts (and the Emotion-FAN checkpoints,
+    which use the same names) load without renaming.
+    """
+    trunk = resnet18(weights=None)
+    trunk.fc = nn.Identity()
+    return trunk
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Σ w_t v_t / Σ w_t over dim 1; values (B, T, D), weights (B, T) → (B, D).
+
+    The floor on the denominator only matters if every sigmoid underflows to 0; it turns 0/0 into 0
+    instead of NaN.
+    """
+    total = weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    return torch.einsum("bt,btd->bd", weights, values) / total
+
+
+class FAN(nn.Module):
+    """Frame Attention Network: (B, T, 3, H, W) frames (+ (B, T) mask) → (B, num_classes) logits.
+
+    ``relation=False`` gives the paper's self-attention-only variant (classifier on ``f_v``).
+    ``dropout`` applies to the attention inputs and, unless ``head_dropout`` is given, before the
+    classifier (the official code uses 0.5 and 0.6 there for the relation model).
+    """
+
+    def __init__(self, num_classes: int, relation: bool = True, dropout: float = 0.5,
+                 head_dropout: float | None = None) -> None:  # fmt: skip
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.relation = relation
+        self.trunk = resnet18_trunk()
+        self.alpha_dropout = nn.Dropout(dropout)
+        self.alpha_fc = nn.Linear(FEATURE_DIM, 1)
+        self.beta_dropout = nn.Dropout(dropout) if relation else None
+        self.beta_fc = nn.Linear(2 * FEATURE_DIM, 1) if relation else None
+        self.head_dropout = nn.Dropout(dropout if head_dropout is None else head_dropout)
+        clip_dim = 2 * FEATURE_DIM if relation else FEATURE_DIM
+        self.classifier = nn.Linear(clip_dim, num_classes)
+
+    def embed(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """Per-frame features (B, T, 512); zeros at masked frames, which never enter the trunk."""
+        b, t = x.shape[:2]
+        frames = x.reshape(b * t, *x.shape[2:])
+        if mask is None:
+            return self.trunk(frames).reshape(b, t, FEATURE_DIM)
+        flat_mask = mask.reshape(b * t)
+        valid = self.trunk(frames[flat_mask])
+        features = valid.new_zeros(b * t, FEATURE_DIM)
+        features = features.index_put((flat_mask,), valid)
+        return features.reshape(b, t, FEATURE_DIM)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False
+                ) -> Tensor | FANOutput:  # fmt: skip
+        """Logits (B, C); with ``return_weights``, a FANOutput (logits, alpha, beta).
+
+        ``mask`` (B, T) bool: True at real frames; every clip needs at least one.
+        """
+        _check_input(x, mask)
+        f = self.embed(x, mask)  # (B, T, 512)
+        keep = None if mask is None else mask.to(f.dtype)
+        alpha = torch.sigmoid(self.alpha_fc(self.alpha_dropout(f))).squeeze(-1)  # (B, T)
+        if keep is not None:
+            alpha = alpha * keep
+        f_v = weighted_mean(f, alpha)  # (B, 512)
+        beta = None
+        if self.beta_fc is None:
+            clip = f_v
+        else:
+            assert self.beta_dropout is not None
+            pairs = torch.cat([f, f_v.unsqueeze(1).expand_as(f)], dim=-1)  # (B, T, 1024)
+            beta = torch.sigmoid(self.beta_fc(self.beta_dropout(pairs))).squeeze(-1)
+            if keep is not None:
+                beta = beta * keep
+            clip = weighted_mean(pairs, alpha * beta)  # (B, 1024)
+        logits = self.classifier(self.head_dropout(clip))
+        return FANOutput(logits, alpha, beta) if return_weights else logits
+
+
+def _check_input(x: Tensor, mask: Tensor | None) -> None:
+    if x.dim() != 5 or x.shape[2] != 3:
+        raise ValueError(f"FAN expects frames (B, T, 3, H, W), got {tuple(x.shape)}")
+    if mask is None:
+        return
+    if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+        raise ValueError(f"mask must be bool (B, T) = {tuple(x.shape[:2])}, got "
+                         f"{mask.dtype} {tuple(mask.shape)}")  # fmt: skip
+    if not bool(mask.any(dim=1).all()):
+        raise ValueError("every clip needs at least one unmasked frame")
+
+
+def build_fan(
+    num_classes: int,
+    relation: bool = True,
+    dropout: float = 0.5,
+    pretrained: Path | None = None,
+    head_dropout: float | None = None,
+) -> FAN:
+    """A FAN with a random trunk, or one initialised from a local state-dict file.
+
+    ``pretrained``: torchvision ResNet18 (ImageNet) weights, an Emotion-FAN MS-Celeb-1M / FER+
+    checkpoint, or any checkpoint holding ResNet18 weights under common prefixes. Never downloads.
+    """
+    model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout)
+    if pretrained is not None:
+        load_trunk_weights(model.trunk, Path(pretrained))
+    return model
