@@ -87,6 +87,18 @@ def trim(
     trim_trials(valid, trials, out, load_params(params).trim)
 
 
+@app.command()
+def faces(
+    params: Path = ParamsOption,
+    clips: Path = typer.Option(Path("data/processed/clips/clips.csv"), help="Labelled clips."),
+    out: Path = typer.Option(Path("data/processed/faces"), help="Face files and faces.csv."),
+) -> None:
+    """dlib detection and alignment, K-means frame selection: one face file per clip."""
+    from emoflow.faces.stage import extract_faces
+
+    extract_faces(clips, out, load_params(params).faces)
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),

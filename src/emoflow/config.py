@@ -144,6 +144,51 @@ class TrimParams(Strict):
         return self
 
 
+class FacesParams(Strict):
+    """``emoflow faces``: dlib detection, alignment and K-means frame selection."""
+
+    size: int = Field(224, ge=32, description="side of the aligned face chip")
+    padding: float = Field(0.25, ge=0.0, le=2.0, description="box enlargement around the face")
+    landmarks: Literal[5, 68] = 68
+    upsample: int = Field(0, ge=0, le=3, description="HOG pyramid upsampling (small faces: 1)")
+    detect_scale: float = Field(
+        0.5, gt=0.0, le=1.0, description="detection runs on the frame scaled by this factor"
+    )
+    detect_every: int = Field(
+        5, ge=1, description="a full detection every N frames; landmarks track in between"
+    )
+    frames: int = Field(16, ge=1, description="frames K-means keeps per clip (with the peak)")
+    min_face_frames: int = Field(
+        3, ge=1, description="a clip with fewer frames with a face is excluded"
+    )
+    clahe_fallback: bool = True
+    cnn_fallback: bool = True
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    seed: int = 0
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+
+
+class SplitParams(Strict):
+    """``emoflow split``: train/val/test manifests and k folds."""
+
+    mode: Literal["subject", "clip"] = Field(
+        "subject", description="subject-independent, or the thesis's clip-level random split"
+    )
+    train: Probability = 0.7
+    val: Probability = 0.1
+    test: Probability = 0.2
+    folds: int = Field(5, ge=0, description="k subject-independent folds; 0 = none")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shares(self) -> Self:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError("train + val + test must be 1")
+        if self.folds == 1:
+            raise ValueError("folds must be 0 (none) or at least 2")
+        return self
+
+
 class Params(Strict):
     """All of ``params.yaml``."""
 
@@ -152,6 +197,8 @@ class Params(Strict):
     segment: SegmentParams = Field(default_factory=SegmentParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     trim: TrimParams = Field(default_factory=TrimParams)
+    faces: FacesParams = Field(default_factory=FacesParams)
+    split: SplitParams = Field(default_factory=SplitParams)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

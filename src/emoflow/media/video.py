@@ -130,14 +130,14 @@ def probe(path: str | Path) -> VideoInfo:
         )
 
 
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode every video frame of ``path`` as a BGR uint8 array."""
+def iter_frames(path: str | Path, rgb: bool = False) -> Iterator[np.ndarray]:
+    """Decode every video frame of ``path`` as a BGR (or RGB) uint8 array."""
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="bgr24")
+                yield frame.to_ndarray(format="rgb24" if rgb else "bgr24")
         except av.error.FFmpegError as exc:
             raise InputError(path, f"video stream cannot be decoded ({exc})") from exc
 

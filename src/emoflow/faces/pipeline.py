@@ -1,0 +1,93 @@
+"""Faces of one clip: detect, track, landmark, select frames, align only the selected ones.
+
+Two settings of the same code: the *naive* loop (full-resolution detection on every frame,
+a chip for every frame) and the *fast* pipeline (detection on a downscaled frame every
+``detect_every`` frames with landmark tracking in between, chips only for selected frames).
+``bench/faces.py`` runs both on the same clips.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emoflow.config import FacesParams
+from emoflow.faces.align import box_from_landmarks, box_relation, chip, landmarks, shape_points
+from emoflow.faces.detect import Box, detect
+from emoflow.faces.select import select_frames, shape_features
+from emoflow.media.video import iter_frames
+
+
+@dataclass
+class ClipFaces:
+    """What the pipeline found in one clip."""
+
+    frames_decoded: int = 0
+    points: dict[int, np.ndarray] = field(default_factory=dict)  # frame → landmarks (k, 2)
+    sources: dict[int, str] = field(default_factory=dict)  # frame → detector or "tracked"
+    selected: list[int] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)  # aligned faces of ``selected``
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(self.sources.values())
+
+
+def naive_params(params: FacesParams) -> FacesParams:
+    """The straightforward loop: full-resolution detection on every frame."""
+    return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1})
+
+
+def process_clip(path: Path, params: FacesParams, peak: int | None = None,
+                 chip_every_frame: bool = False) -> ClipFaces:  # fmt: skip
+    """Decode ``path`` once and return its landmarks, selected frames and their chips."""
+    return process_frames(iter_frames(path, rgb=True), params, peak, chip_every_frame)
+
+
+def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: int | None = None,
+                   chip_every_frame: bool = False) -> ClipFaces:  # fmt: skip
+    """The pipeline over RGB frames (a decoded video, or a folder of images)."""
+    out = ClipFaces()
+    frames: dict[int, np.ndarray] = {}
+    shapes = {}
+    previous: Box | None = None
+    relation: tuple[float, float, float, float] | None = None
+    since_detection = params.detect_every
+    for i, rgb in enumerate(rgb_frames):
+        out.frames_decoded += 1
+        box: Box | None = None
+        source = "tracked"
+        if previous is not None and relation is not None and since_detection < params.detect_every:
+            box = box_from_landmarks(out.points[i - 1], relation)
+            since_detection += 1
+        else:
+            det = detect(rgb, params.detect_scale, params.upsample, params.clahe_fallback,
+                         params.cnn_fallback, previous)  # fmt: skip
+            if det is not None:
+                box, source = det.box, det.detector
+                since_detection = 1
+        if box is None:
+            previous = None  # lost: the next frame detects again
+            continue
+        shape = landmarks(rgb, box, params.landmarks)
+        pts = shape_points(shape)
+        if source != "tracked":
+            relation = box_relation(box, pts)
+        out.points[i], out.sources[i] = pts, source
+        previous = box
+        shapes[i] = shape
+        frames[i] = rgb
+    ids = sorted(out.points)
+    if not ids:
+        return out
+    feats = shape_features(np.stack([out.points[i] for i in ids]))
+    out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
+    # Aligning is the last per-frame cost: only the frames that were kept.
+    keep = ids if chip_every_frame else out.selected
+    chips = {i: chip(frames[i], shapes[i], params.size, params.padding) for i in keep}
+    out.chips = [chips[i] for i in out.selected]
+    return out

@@ -1,0 +1,108 @@
+"""``emoflow faces``: every labelled clip → one file of aligned faces + ``faces.csv``."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from emoflow.config import FacesParams
+from emoflow.errors import InputError
+from emoflow.faces.detect import DETECTORS
+from emoflow.faces.pipeline import process_clip
+from emoflow.faces.store import SUFFIX, write_face_clip
+from emoflow.fsio import atomic_dir, atomic_path
+
+log = logging.getLogger(__name__)
+
+FACES_CSV = "faces.csv"
+FACES_COLUMNS = ("trial_id", "participant", "label", "file", "frames_decoded", "frames_with_face",
+                 *DETECTORS, "tracked", "selected", "peak_position", "excluded")  # fmt: skip
+CLIP_COLUMNS = ("trial_id", "participant", "label", "peak")
+
+
+def read_clips_table(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        raise InputError(path, "no clips table: run `emoflow trim` (or `emoflow import`) first")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(path, f"missing columns {missing}", "row 1")
+        return list(reader)
+
+
+def clip_faces(args: tuple[dict[str, str], Path, Path, FacesParams]) -> dict:
+    """Process one clip and write its face file; return its faces.csv row."""
+    row, video, out_dir, params = args
+    peak = int(row["peak"]) if row.get("peak", "") not in ("", None) else None
+    r = process_clip(video, params, peak)
+    counts = r.counts
+    result = {
+        "trial_id": row["trial_id"], "participant": row["participant"], "label": row["label"],
+        "file": "", "frames_decoded": r.frames_decoded, "frames_with_face": len(r.points),
+        **{d: counts.get(d, 0) for d in DETECTORS}, "tracked": counts.get("tracked", 0),
+        "selected": " ".join(map(str, r.selected)), "peak_position": "", "excluded": "",
+    }  # fmt: skip
+    if len(r.points) < params.min_face_frames:
+        result["excluded"] = (f"face in {len(r.points)} of {r.frames_decoded} frames "
+                              f"(faces.min_face_frames: {params.min_face_frames})")  # fmt: skip
+        return result
+    peak_pos = None
+    if peak is not None:
+        peak_pos = int(np.argmin(np.abs(np.array(r.selected) - peak)))
+        result["peak_position"] = peak_pos
+    rel = Path(row["label"]) / f"{row['trial_id']}{SUFFIX}"
+    meta = {
+        "trial_id": row["trial_id"], "participant": row["participant"], "label": row["label"],
+        "source": str(video), "frames": r.selected, "peak_position": peak_pos,
+        "detectors": [r.sources[i] for i in r.selected], "size": params.size,
+        "padding": params.padding,
+        "landmarks": [np.round(r.points[i], 2).tolist() for i in r.selected],
+    }  # fmt: skip
+    (out_dir / row["label"]).mkdir(parents=True, exist_ok=True)
+    write_face_clip(out_dir / rel, r.chips, meta, params.jpeg_quality)
+    result["file"] = str(rel)
+    return result
+
+
+def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[dict]:
+    """Run the face pipeline over every clip of ``clips_csv``, in parallel, atomically.
+
+    Clips are found as ``<clips_csv folder>/<label>/<trial_id>.mp4`` (``emoflow trim``'s
+    layout) unless the table has a ``path`` column.
+    """
+    rows = read_clips_table(clips_csv)
+    base = clips_csv.parent
+    workers = min(params.workers or os.cpu_count() or 1, max(1, len(rows)))
+    log.info("faces: %d clips from %s, %d workers", len(rows), clips_csv, workers)
+    with atomic_dir(out_dir) as tmp:
+        jobs = [(r, base / r["path"] if r.get("path") else base / r["label"]
+                 / f"{r['trial_id']}.mp4", tmp, params) for r in rows]  # fmt: skip
+        if workers == 1:
+            results = [clip_faces(j) for j in tqdm(jobs, desc="faces", unit="clip")]
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(tqdm(pool.map(clip_faces, jobs, chunksize=1), total=len(jobs),
+                                    desc="faces", unit="clip"))  # fmt: skip
+        with atomic_path(tmp / FACES_CSV) as t, t.open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(FACES_COLUMNS))
+            w.writeheader()
+            w.writerows(results)
+    decoded = sum(r["frames_decoded"] for r in results)
+    found = sum(r["frames_with_face"] for r in results)
+    excluded = [r for r in results if r["excluded"]]
+    by = {d: sum(r[d] for r in results) for d in (*DETECTORS, "tracked")}
+    why = "".join(f"; {r['trial_id']}: {r['excluded']}" for r in excluded)
+    log.info(
+        "faces: %d clips, %d frames decoded, face in %d (%.1f %%; %s); wrote %d face files, "
+        "excluded %d clips%s", len(results), decoded, found, 100 * found / max(decoded, 1),
+        ", ".join(f"{k} {v}" for k, v in by.items()), len(results) - len(excluded),
+        len(excluded), why,
+    )  # fmt: skip
+    return results
