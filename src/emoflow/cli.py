@@ -99,6 +99,46 @@ def faces(
     extract_faces(clips, out, load_params(params).faces)
 
 
+@app.command()
+def split(
+    params: Path = ParamsOption,
+    faces: Path = typer.Option(Path("data/processed/faces/faces.csv"), help="The faces table."),
+    out: Path = typer.Option(Path("data/processed/splits"), help="Manifests (and folds/)."),
+) -> None:
+    """Train/val/test manifests (subject-independent by default) and k folds."""
+    from emoflow.datasets.splits import make_splits
+
+    make_splits(faces, out, load_params(params).split)
+
+
+@app.command("import")
+def import_dataset(
+    root: Path = typer.Argument(..., help="Dataset root: <root>/<label>/<clips>."),
+    out: Path = typer.Option(..., "--out", help="Output, e.g. data/imported/<name>."),
+    subject_regex: str = typer.Option(
+        ...,
+        "--subject-regex",
+        help="Regex over a clip's path in its label folder; group 1 or "
+        "(?P<subject>...) is the subject, e.g. '^(S\\d+)_'.",
+    ),
+    cropped: bool = typer.Option(False, "--cropped", help="Frames are already cropped faces."),
+    grayscale: bool = typer.Option(False, "--grayscale", help="Store faces as grayscale."),
+    peak: str = typer.Option("none", "--peak", help="none | last (CK+: sequences end at apex)."),
+    static: bool = typer.Option(False, "--static", help="Each image in a label folder is a clip."),
+    folds: int = typer.Option(0, "--folds", help="Also write k subject-independent folds."),
+    params: Path = ParamsOption,
+    video_ext: str = typer.Option("mp4,avi,mov,mkv", "--video-ext", help="Video extensions."),
+    image_ext: str = typer.Option("png,jpg,jpeg,bmp,tiff", "--image-ext", help="Image types."),
+) -> None:
+    """A public labelled dataset (CK+, AFEW, DFEW, FER) → processed faces (docs/importer.md)."""
+    from emoflow.datasets import importer
+
+    opts = importer.ImportOptions(subject_regex, cropped, grayscale, importer.check_peak(peak),
+                                  static, importer.parse_exts(video_ext),
+                                  importer.parse_exts(image_ext))  # fmt: skip
+    importer.import_dataset(root, out, load_params(params), opts, folds)
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),

@@ -189,6 +189,15 @@ class SplitParams(Strict):
         return self
 
 
+class AugmentParams(Strict):
+    """Online augmentation of training clips (one draw per clip, the same for its frames)."""
+
+    flip: Probability = Field(0.5, description="chance of a horizontal flip")
+    zoom: float = Field(0.1, ge=0.0, lt=0.5, description="scale drawn from [1-zoom, 1+zoom]")
+    rotation_deg: float = Field(10.0, ge=0.0, le=45.0)
+    brightness: float = Field(0.2, ge=0.0, lt=1.0, description="gain drawn from [1-b, 1+b]")
+
+
 class Params(Strict):
     """All of ``params.yaml``."""
 

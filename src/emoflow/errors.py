@@ -18,3 +18,7 @@ class InputError(EmoflowError):
         self.rule = rule
         place = f"{self.path}:{where}" if where else str(self.path)
         super().__init__(f"{place}: {rule}")
+
+    def __reduce__(self) -> tuple:
+        # Rebuild from the parts, so the error crosses a process boundary (worker → stage).
+        return (type(self), (self.path, self.rule, self.where))

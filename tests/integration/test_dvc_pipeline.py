@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("sample", "segment", "validate", "trim")
+STAGES = ("sample", "segment", "validate", "trim", "faces", "split")
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sample"].update(participants=2, trials_per_participant=7)
+    # Three participants: the least a subject-independent train/val/test split can take.
+    params["sample"].update(participants=3, trials_per_participant=7)
+    params["split"].update(folds=3)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "dvc", "init", "-q")
@@ -59,13 +61,17 @@ def test_repro_runs_every_stage_then_nothing(repo: Path) -> None:
 
 def test_a_param_reruns_only_the_stages_that_read_it(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["trim"]["crf"] = 20
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_run(repo, "dvc", "repro")) == {"trim"}
-    params["segment"]["crf"] = 20
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # New trial clips change the bytes validate and trim read: both follow, sample does not.
-    assert _ran(_run(repo, "dvc", "repro")) == {"segment", "validate", "trim"}
+
+    def change(section: str, key: str, value: object) -> set[str]:
+        params[section][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return _ran(_run(repo, "dvc", "repro"))
+
+    assert change("split", "seed", 1) == {"split"}
+    assert change("validate", "max_label_share", 0.6) == {"validate"}  # same outputs: stops here
+    # New clips change the bytes the later stages read: they follow; earlier ones do not.
+    assert change("trim", "crf", 20) == {"trim", "faces", "split"}
+    assert change("segment", "crf", 20) == {"segment", "validate", "trim", "faces", "split"}
 
 
 def test_push_then_pull_restores_the_data(repo: Path) -> None:
@@ -76,5 +82,5 @@ def test_push_then_pull_restores_the_data(repo: Path) -> None:
     shutil.rmtree(repo / ".dvc" / "cache")
     _run(repo, "dvc", "pull")
     assert clips.read_bytes() == before
-    assert len(list((repo / "data/raw/sessions").glob("*.mp4"))) == 2
+    assert len(list((repo / "data/raw/sessions").glob("*.mp4"))) == 3
     assert "up to date" in _run(repo, "dvc", "status")

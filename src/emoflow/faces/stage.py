@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emoflow.config import FacesParams
 from emoflow.errors import InputError
@@ -17,6 +14,7 @@ from emoflow.faces.detect import DETECTORS
 from emoflow.faces.pipeline import process_clip
 from emoflow.faces.store import SUFFIX, write_face_clip
 from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.parallel import parallel_map, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +77,12 @@ def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[d
     """
     rows = read_clips_table(clips_csv)
     base = clips_csv.parent
-    workers = min(params.workers or os.cpu_count() or 1, max(1, len(rows)))
-    log.info("faces: %d clips from %s, %d workers", len(rows), clips_csv, workers)
+    log.info("faces: %d clips from %s, %d workers", len(rows), clips_csv,
+             worker_count(params.workers, len(rows)))  # fmt: skip
     with atomic_dir(out_dir) as tmp:
         jobs = [(r, base / r["path"] if r.get("path") else base / r["label"]
                  / f"{r['trial_id']}.mp4", tmp, params) for r in rows]  # fmt: skip
-        if workers == 1:
-            results = [clip_faces(j) for j in tqdm(jobs, desc="faces", unit="clip")]
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                results = list(tqdm(pool.map(clip_faces, jobs, chunksize=1), total=len(jobs),
-                                    desc="faces", unit="clip"))  # fmt: skip
+        results = parallel_map(clip_faces, jobs, params.workers, "faces", "clip")
         with atomic_path(tmp / FACES_CSV) as t, t.open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(FACES_COLUMNS))
             w.writeheader()

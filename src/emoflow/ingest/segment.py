@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from emoflow.config import SegmentParams
 from emoflow.errors import EmoflowError
@@ -17,6 +13,7 @@ from emoflow.fsio import atomic_dir, atomic_path
 from emoflow.ingest.beeps import describe_mismatch, detect_beeps
 from emoflow.ingest.protocol import ProtocolTrial, read_protocol
 from emoflow.media.video import MediaWriter, iter_frames, probe, read_audio
+from emoflow.parallel import parallel_map, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +104,14 @@ def segment_sessions(sessions_dir: Path, protocol_csv: Path, out_dir: Path,
         problems.append(f"{pid}: {len(protocol[pid])} trials in {protocol_csv} but no "
                         f"{Path(sessions_dir) / (pid + '.mp4')}")  # fmt: skip
     jobs = sorted(set(videos) & set(protocol))
-    workers = min(params.workers or os.cpu_count() or 1, max(1, len(jobs)))
-    log.info("segment: %d sessions, %d protocol trials, %d workers", len(jobs),
-             sum(len(protocol[p]) for p in jobs), workers)  # fmt: skip
+    n_trials = sum(len(protocol[p]) for p in jobs)
+    log.info("segment: %d sessions, %d protocol trials, %d workers", len(jobs), n_trials,
+             worker_count(params.workers, len(jobs)))  # fmt: skip
     rows: list[dict] = []
     n_beeps = 0
     with atomic_dir(out_dir) as tmp:
         args = [(videos[p], protocol[p], params, tmp) for p in jobs]
-        if workers == 1:
-            results = list(tqdm(map(_run, args), total=len(args), desc="sessions", unit="video"))
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                results = list(tqdm(pool.map(_run, args), total=len(args), desc="sessions",
-                                    unit="video"))  # fmt: skip
+        results = parallel_map(_run, args, params.workers, "sessions", "video")
         for r in results:
             n_beeps += r.beeps
             if r.skipped:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emoflow.config import SampleParams
 from emoflow.fsio import atomic_dir, atomic_path
 from emoflow.ingest.marks import FLAG_NAMES, marks_path, write_marks
+from emoflow.parallel import parallel_map, worker_count
 from emoflow.sample.plan import SessionPlan, plan_sample
 from emoflow.sample.portraits import build_portrait, identity_for
 from emoflow.sample.render import render_session
@@ -46,21 +44,13 @@ def generate_sample(params: SampleParams, root: Path) -> None:
     """Render every session (in parallel), then put all outputs in place atomically."""
     plans = plan_sample(params)
     n_trials = sum(len(p.trials) for p in plans)
-    workers = params.workers or os.cpu_count() or 1
-    log.info("sample: %d participants, %d trials, %d workers, seed %d",
-             len(plans), n_trials, workers, params.seed)  # fmt: skip
+    log.info("sample: %d participants, %d trials, %d workers, seed %d", len(plans), n_trials,
+             worker_count(params.workers, len(plans)), params.seed)  # fmt: skip
     coverages: dict[str, float] = {}
     with atomic_dir(root / SESSIONS_DIR) as sessions:
         jobs = [(p, params, sessions) for p in plans]
-        if workers == 1:
-            results = map(_render_one, jobs)
-        else:
-            pool = ProcessPoolExecutor(min(workers, len(jobs)))
-            results = pool.map(_render_one, jobs)
-        for _, cov in tqdm(results, total=len(jobs), desc="sessions", unit="video"):
+        for _, cov in parallel_map(_render_one, jobs, params.workers, "sessions", "video"):
             coverages.update(cov)
-        if workers != 1:
-            pool.shutdown()
         with atomic_dir(root / MARKS_DIR) as marks_dir:
             for plan in plans:
                 for t in plan.trials:

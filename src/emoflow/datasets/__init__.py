@@ -1,0 +1,1 @@
+"""Datasets over processed faces: splits, PyTorch datasets, importers of public datasets."""

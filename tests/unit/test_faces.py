@@ -1,0 +1,118 @@
+"""Face detection fallbacks, alignment geometry, tracking choice and K-means selection."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from emoflow.faces.align import chip, landmarks, shape_points
+from emoflow.faces.detect import Box, detect, pick
+from emoflow.faces.select import select_frames, shape_features
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return skimage.data.astronaut()  # RGB, one face of ~90 px
+
+
+def test_hog_finds_a_plain_face(face: np.ndarray) -> None:
+    det = detect(face)
+    assert det is not None and det.detector == "hog"
+    assert Box(170, 70, 270, 170).iou(det.box) > 0.6
+
+
+def test_a_very_dark_frame_falls_back_to_contrast_enhancement(face: np.ndarray) -> None:
+    dark = (face.astype(np.float32) * 0.04).astype(np.uint8)  # levels 0..10: HOG sees nothing
+    assert detect(dark, clahe=False, cnn=False) is None
+    det = detect(dark, cnn=False)
+    assert det is not None and det.detector == "hog_clahe"
+
+
+def test_a_tilted_face_falls_back_to_the_cnn(face: np.ndarray) -> None:
+    m = cv2.getRotationMatrix2D((225, 110), 60, 1.0)
+    tilted = cv2.warpAffine(face, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    assert detect(tilted, cnn=False) is None
+    det = detect(tilted)
+    assert det is not None and det.detector == "cnn"
+
+
+def test_detection_on_a_downscaled_frame_returns_full_resolution_boxes(face: np.ndarray) -> None:
+    big = cv2.resize(face, (1024, 1024))
+    full, half = detect(big), detect(big, scale=0.5)
+    assert full is not None and half is not None
+    assert full.box.iou(half.box) > 0.7
+
+
+def test_tracking_keeps_the_face_consistent_with_the_previous_frame() -> None:
+    near, large = (Box(100, 100, 180, 180), 0.5), (Box(300, 80, 460, 240), 2.0)
+    assert pick([near, large], None) == large  # no history: largest, surest
+    assert pick([near, large], Box(105, 98, 183, 178)) == near
+
+
+def _eyes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    det = detect(rgb)
+    assert det is not None
+    pts = shape_points(landmarks(rgb, det.box))
+    return pts[36:42].mean(0), pts[42:48].mean(0)
+
+
+def test_chips_put_the_eyes_level_and_in_the_same_place(face: np.ndarray) -> None:
+    det = detect(face)
+    assert det is not None
+    straight = chip(face, landmarks(face, det.box), size=224, padding=0.25)
+    m = cv2.getRotationMatrix2D((225, 110), 15, 1.3)
+    turned = cv2.warpAffine(face, m, (512, 512), borderMode=cv2.BORDER_REFLECT)
+    det2 = detect(turned)
+    assert det2 is not None
+    other = chip(turned, landmarks(turned, det2.box), size=224, padding=0.25)
+    assert straight.shape == other.shape == (224, 224, 3)
+    (l1, r1), (l2, r2) = _eyes(straight), _eyes(other)
+    assert abs(l1[1] - r1[1]) < 3 and abs(l2[1] - r2[1]) < 3  # level
+    assert np.linalg.norm(l1 - l2) < 4 and np.linalg.norm(r1 - r2) < 4  # same place
+
+
+def test_padding_enlarges_the_face_box(face: np.ndarray) -> None:
+    det = detect(face)
+    assert det is not None
+    shape = landmarks(face, det.box)
+    tight, loose = chip(face, shape, 150, 0.0), chip(face, shape, 150, 0.5)
+    (lt, rt), (ll, rl) = _eyes(cv2.resize(tight, (300, 300))), _eyes(cv2.resize(loose, (300, 300)))
+    ratio = np.linalg.norm(rt - lt) / np.linalg.norm(rl - ll)
+    assert ratio == pytest.approx(2.0, rel=0.1)  # dlib: the span grows (1 + 2·0.5) / (1 + 2·0)
+
+
+def _walk(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(68, 2)) * 30
+    drift = np.cumsum(rng.normal(size=(n, 68, 2)), axis=0)
+    return base + drift
+
+
+def test_kmeans_selection_is_deterministic_ordered_and_keeps_the_peak() -> None:
+    pts = _walk(90)
+    feats = shape_features(pts)
+    ids = list(range(90))
+    a = select_frames(feats, ids, 16, peak=57, seed=3)
+    b = select_frames(feats, ids, 16, peak=57, seed=3)
+    assert a == b and len(a) == 16 and a == sorted(a) and 57 in a
+    assert len(set(a)) == 16
+
+
+def test_short_clips_keep_every_face_frame() -> None:
+    pts = _walk(5)
+    assert select_frames(shape_features(pts), [0, 2, 3, 7, 9], 16, peak=4) == [0, 2, 3, 7, 9]
+
+
+def test_peak_without_a_face_is_replaced_by_the_nearest_face_frame() -> None:
+    pts = _walk(40)
+    ids = [i for i in range(40) if i != 20]
+    sel = select_frames(shape_features(pts[ids]), ids, 8, peak=20, seed=0)
+    assert 19 in sel or 21 in sel
+
+
+def test_shape_features_ignore_position_and_scale() -> None:
+    pts = _walk(3)
+    moved = pts * 2.5 + np.array([40.0, -7.0])
+    np.testing.assert_allclose(shape_features(pts), shape_features(moved), atol=1e-6)
