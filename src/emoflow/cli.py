@@ -139,6 +139,86 @@ def import_dataset(
     importer.import_dataset(root, out, load_params(params), opts, folds)
 
 
+ModelOption = typer.Option("fan", "--model", "-m", help="fan | deep_emotion")
+FacesDirOption = typer.Option(Path("data/processed/faces"), help="Face files (faces.csv).")
+SplitsOption = typer.Option(Path("data/processed/splits"), help="Split manifests.")
+
+
+def _splits_dir(splits: Path, fold: int | None) -> Path:
+    return splits if fold is None else splits / "folds" / f"fold_{fold}"
+
+
+@app.command()
+def train(
+    model: str = ModelOption,
+    params: Path = ParamsOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+    fold: int | None = typer.Option(None, help="Train on fold k's manifests (folds/fold_k)."),
+    out: Path | None = typer.Option(None, help="Model folder [default: models/<model>]."),
+    processes: int | None = typer.Option(
+        None, help="DDP processes [default: train.processes]; relaunches under torchrun."
+    ),
+) -> None:
+    """Train FAN or Deep-Emotion (DDP, checkpoints every epoch, resumes), tracked in MLflow."""
+    import subprocess
+
+    from emoflow.training.distributed import torchrun_argv, under_torchrun
+
+    p = load_params(params)
+    n = processes or p.train.processes
+    if n > 1 and not under_torchrun():
+        raise typer.Exit(subprocess.run(torchrun_argv(n, sys.argv[1:]), check=False).returncode)
+    from emoflow.training.run import run_training
+
+    out = out or Path("models") / model / ("" if fold is None else f"folds/fold_{fold}")
+    run_training(model, p, faces, _splits_dir(splits, fold), out)
+
+
+@app.command()
+def evaluate(
+    model: str = ModelOption,
+    params: Path = ParamsOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+    fold: int | None = typer.Option(None, help="Evaluate fold k's model on its test set."),
+    model_dir: Path | None = typer.Option(None, help="[default: models/<model>]"),
+    metrics: Path | None = typer.Option(None, help="[default: metrics/<model>.json]"),
+    plots: Path | None = typer.Option(None, help="[default: plots/<model>]"),
+) -> None:
+    """Test-split metrics (WAR, UAR, macro-F1, per class), confusion matrix and curves."""
+    from emoflow.training.evaluate import evaluate_model
+
+    suffix = "" if fold is None else f"/folds/fold_{fold}"
+    evaluate_model(
+        model, load_params(params), faces, _splits_dir(splits, fold),
+        model_dir or Path(f"models/{model}{suffix}"),
+        metrics or Path(f"metrics/{model}{suffix.replace('/', '_')}.json"),
+        plots or Path(f"plots/{model}{suffix}"),
+    )  # fmt: skip
+
+
+@app.command()
+def crossval(
+    model: str = ModelOption,
+    params: Path = ParamsOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+) -> None:
+    """Train and evaluate on every fold of split.folds; mean ± std in metrics/<model>_cv.json."""
+    from emoflow.training.evaluate import summarise
+
+    p = load_params(params)
+    if p.split.folds < 2:
+        raise typer.BadParameter("split.folds is below 2: no folds to cross-validate")
+    files = []
+    for k in range(p.split.folds):
+        train(model, params, faces, splits, k, None, None)
+        evaluate(model, params, faces, splits, k, None, None, None)
+        files.append(Path(f"metrics/{model}_folds_fold_{k}.json"))
+    summarise(files, Path(f"metrics/{model}_cv.json"))
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),

@@ -198,6 +198,79 @@ class AugmentParams(Strict):
     brightness: float = Field(0.2, ge=0.0, lt=1.0, description="gain drawn from [1-b, 1+b]")
 
 
+class OptimizerParams(Strict):
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    milestones: dict[int, float] = Field(
+        default_factory=dict, description="epoch (0-based) → learning rate from that epoch on"
+    )
+    plateau_patience: int = Field(
+        0, ge=0, description="epochs without a better val score before lr /= divisor; 0 = off"
+    )
+    plateau_divisor: float = Field(10.0, gt=1.0)
+
+
+class FanTrainParams(Strict):
+    """FAN: the thesis's values (SGD 0.1, momentum 0.9, wd 1e-4, batch 48, K = 3, lr 0.02 from
+    epoch 250, 500 epochs) unless params.yaml says otherwise."""
+
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(48, ge=1)
+    frames_per_clip: int = Field(3, ge=1, description="K: segments sampled per training clip")
+    image_size: int = Field(224, ge=32)
+    relation: bool = Field(True, description="self- and relation-attention; false: self only")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    pretrained: str | None = Field(None, description="local ResNet18 state dict; never fetched")
+    optimizer: OptimizerParams = Field(
+        default_factory=lambda: OptimizerParams(milestones={250: 0.02})
+    )
+    augment: AugmentParams = Field(default_factory=lambda: AugmentParams())
+
+
+class DeepEmotionTrainParams(Strict):
+    """Deep-Emotion: the paper's values (Adam 0.005, 48×48 grayscale, 500 epochs)."""
+
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(64, ge=1)
+    image_size: int = Field(48, ge=18)
+    grayscale: bool = True
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    reg_lambda: float = Field(0.001, ge=0.0, description="λ of λ‖W‖² over the last two FC layers")
+    optimizer: OptimizerParams = Field(
+        default_factory=lambda: OptimizerParams(name="adam", lr=0.005, momentum=0.0,
+                                                weight_decay=1e-4)
+    )
+    augment: AugmentParams = Field(default_factory=lambda: AugmentParams())
+
+
+class TrainParams(Strict):
+    """``emoflow train``: one trainer for both models (DDP, AMP on GPU, checkpoints)."""
+
+    seed: int = 0
+    processes: int = Field(1, ge=1, description="DDP processes (torchrun); gloo on CPU")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
+    init: Literal["scratch", "transfer", "continue"] = Field(
+        "scratch",
+        description="scratch: new weights; transfer: weights of init_from, new optimiser; "
+        "continue: weights, optimiser and epoch of init_from",
+    )
+    init_from: str | None = None
+    grad_clip: float = Field(5.0, ge=0.0, description="max gradient norm; 0 = off")
+    allow_corrupted_samples: int = Field(
+        2, ge=0, description="unreadable samples skipped per epoch before training fails"
+    )
+    select_on: Literal["val_war", "val_uar"] = Field(
+        "val_war", description="validation score that picks the kept checkpoint"
+    )
+    amp: bool = Field(True, description="mixed precision on GPU (ignored on CPU)")
+    fan: FanTrainParams = Field(default_factory=FanTrainParams)
+    deep_emotion: DeepEmotionTrainParams = Field(default_factory=DeepEmotionTrainParams)
+
+
 class Params(Strict):
     """All of ``params.yaml``."""
 
@@ -208,6 +281,7 @@ class Params(Strict):
     trim: TrimParams = Field(default_factory=TrimParams)
     faces: FacesParams = Field(default_factory=FacesParams)
     split: SplitParams = Field(default_factory=SplitParams)
+    train: TrainParams = Field(default_factory=TrainParams)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

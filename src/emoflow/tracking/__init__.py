@@ -1,0 +1,1 @@
+"""MLflow helpers: where runs go, what they record (params, lineage, metrics, models)."""

@@ -1,0 +1,1 @@
+"""Training: the trainer (DDP, AMP, checkpoints), metrics, plots and evaluation."""

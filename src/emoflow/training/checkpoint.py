@@ -1,0 +1,56 @@
+"""Checkpoints (every epoch, for resuming) and the kept model file (for evaluation, export).
+
+Both are written atomically, so a training killed at any moment leaves the previous epoch's
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emoflow.errors import InputError
+from emoflow.fsio import atomic_path
+
+LAST = "last.pt"
+MODEL_FILE = "model.pt"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of what a training depends on: a checkpoint of other settings is not
+    resumed."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError as exc:
+        raise InputError(path, "no such checkpoint") from exc
+    except Exception as exc:
+        raise InputError(path, f"not a readable checkpoint ({exc})") from exc
+
+
+def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The kept model and its metadata (classes, architecture, preprocessing)."""
+    from emoflow.models import build_model
+
+    meta = load(path)
+    model = build_model(meta["arch"], len(meta["classes"]), **meta["model_config"])
+    model.load_state_dict(meta["state_dict"])
+    return model.eval(), meta

@@ -1,0 +1,98 @@
+"""``emoflow evaluate``: the kept model on the test split — metrics, confusion matrix, curves.
+
+The test split is read here and nowhere in training: the kept checkpoint was chosen on val.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emoflow.config import Params
+from emoflow.datasets.clips import read_manifest
+from emoflow.errors import InputError
+from emoflow.fsio import atomic_path, atomic_write_text
+from emoflow.training import checkpoint as ckpt
+from emoflow.training.metrics import flat_metrics, summarise_folds
+from emoflow.training.plots import plot_confusion, plot_curves
+from emoflow.training.tasks import make_task
+from emoflow.training.trainer import HISTORY, evaluate_refs
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_model(
+    model_name: str, params: Params, faces_dir: Path, splits_dir: Path, model_dir: Path,
+    metrics_path: Path, plots_dir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Write ``metrics_path`` (JSON, DVC metrics) and ``plots_dir``/{confusion.png, curves.png,
+    predictions.csv}; log the test metrics to the training's MLflow run."""
+    model, meta = ckpt.load_model_file(model_dir / ckpt.MODEL_FILE)
+    if meta["arch"] != model_name:
+        raise InputError(model_dir / ckpt.MODEL_FILE, f"holds a {meta['arch']} model, not "
+                         f"{model_name}")  # fmt: skip
+    task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+    if task.cfg.image_size != meta["image_size"]:
+        raise InputError(model_dir / ckpt.MODEL_FILE, f"trained at image size {meta['image_size']}"
+                         f", params say {task.cfg.image_size}: retrain")  # fmt: skip
+    classes = meta["classes"]
+    refs = read_manifest(splits_dir / "test.csv", faces_dir, classes)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report = evaluate_refs(task, model.to(device), refs, classes, device, params.train.workers)
+    predictions = report.pop("predictions")
+    metrics = {"model": model_name, "war": report["war"], "uar": report["uar"],
+               "macro_f1": report["macro_f1"], "test_clips": len(refs),
+               "best_epoch": meta["epoch"], "val": meta["val"], "test": report}  # fmt: skip
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(report["confusion"], classes, plots_dir / "confusion.png",
+                   title=f"{model_name}: test split")  # fmt: skip
+    history = model_dir / HISTORY
+    if history.exists():
+        plot_curves(json.loads(history.read_text()), plots_dir / "curves.png", title=model_name)
+    _write_predictions(plots_dir / "predictions.csv", refs, predictions, classes)
+    _log_to_run(meta.get("mlflow_run_id"), report, [plots_dir / "confusion.png", metrics_path])
+    log.info("evaluate %s on %d test clips: WAR %.3f, UAR %.3f, macro-F1 %.3f → %s",
+             model_name, len(refs), report["war"], report["uar"], report["macro_f1"],
+             metrics_path)  # fmt: skip
+    return metrics
+
+
+def _write_predictions(path: Path, refs: list, predictions: list[int], classes: list[str]
+                       ) -> None:  # fmt: skip
+    """Per-clip actual vs predicted, for DVC's confusion-matrix plot."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["trial_id", "actual", "predicted"])
+        for ref, pred in zip(refs, predictions, strict=True):
+            w.writerow([ref.trial_id, classes[ref.label], classes[pred]])
+
+
+def _log_to_run(run_id: str | None, report: dict, files: list[Path]) -> None:
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from emoflow.tracking.mlflow_utils import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    for key, value in flat_metrics(report, prefix="test_").items():
+        client.log_metric(run_id, key, value)
+    for f in files:
+        client.log_artifact(run_id, str(f), "evaluation")
+
+
+def summarise(metrics_files: list[Path], out: Path) -> dict[str, Any]:
+    """Mean ± std over the folds' metrics files (cross-validation)."""
+    reports = [json.loads(p.read_text())["test"] for p in metrics_files]
+    summary = summarise_folds(reports)
+    atomic_write_text(out, json.dumps(summary, indent=1))
+    log.info("cross-validation over %d folds: WAR %.3f ± %.3f, UAR %.3f ± %.3f → %s",
+             summary["folds"], summary["war"]["mean"], summary["war"]["std"],
+             summary["uar"]["mean"], summary["uar"]["std"], out)  # fmt: skip
+    return summary

@@ -1,0 +1,48 @@
+"""``emoflow train``'s work around the trainer: the MLflow run, the logged model and curves."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from emoflow.config import Params
+from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
+from emoflow.training import checkpoint as ckpt
+from emoflow.training.distributed import shutdown
+from emoflow.training.plots import plot_curves
+from emoflow.training.tasks import make_task
+from emoflow.training.trainer import HISTORY, train_model
+
+log = logging.getLogger(__name__)
+
+
+def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
+                 out_dir: Path) -> None:  # fmt: skip
+    """Train one model; rank 0 tracks it in MLflow (experiment ``emoflow-<model>``)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
+    section["train"] = {k: v for k, v in section["train"].items()
+                        if k not in ({"fan", "deep_emotion"} - {model_name})}  # fmt: skip
+    tags = {"model": model_name, "splits": str(splits_dir)}
+    if main:
+        tags.update(lineage_tags(Path("."), [str(faces_dir), str(splits_dir)]))
+    try:
+        with RunLogger(f"emoflow-{model_name}", run_name=f"{model_name}-{splits_dir.name}",
+                       params=section, tags=tags, enabled=main) as run:  # fmt: skip
+            result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
+            if result is None:
+                return
+            plot_curves(result.history, out_dir / "curves.png", title=model_name)
+            run.log_artifact(out_dir / "curves.png")
+            run.log_artifact(out_dir / HISTORY)
+            model, meta = ckpt.load_model_file(result.model_file)
+            task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+            run.log_model(model, task.input_example())
+            if run.run_id:
+                meta["mlflow_run_id"] = run.run_id
+                ckpt.save(result.model_file, meta)
+            log.info("train: kept epoch %d (%s %.3f) in %s", result.best_epoch,
+                     params.train.select_on, result.best_score, result.model_file)  # fmt: skip
+    finally:
+        shutdown()

@@ -1,0 +1,164 @@
+"""What differs between the two models during training: data, loss and clip prediction.
+
+FAN learns from clips (K sampled frames, masked padding) and predicts a clip at once;
+Deep-Emotion learns from single frames and predicts a clip as the mean of its frames'
+probabilities (decision-level aggregation, thesis 2.1.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from emoflow.config import DeepEmotionTrainParams, FanTrainParams
+from emoflow.datasets.clips import ClipDataset, ClipRef, FrameDataset, collate_clips
+from emoflow.models import aggregate_clip_probabilities, build_deep_emotion, build_fan
+
+Batch = tuple[Any, ...]
+
+
+class SkipCorrupt(Dataset):
+    """Returns ``None`` for a sample that cannot be read, so one bad file does not end an epoch.
+
+    The collate function drops the ``None`` items and reports how many it dropped; the trainer
+    counts them against ``train.allow_corrupted_samples``.
+    """
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.inner[index]
+        except Exception:
+            return None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)  # type: ignore[attr-defined]
+
+
+def skipping(collate: Callable[[list], Batch]) -> Callable[[list], tuple[Batch | None, int]]:
+    def run(items: list) -> tuple[Batch | None, int]:
+        good = [x for x in items if x is not None]
+        return (collate(good) if good else None), len(items) - len(good)
+
+    return run
+
+
+def _collate_frames(items: list[tuple[Tensor, int, int]]) -> Batch:
+    x = torch.stack([i[0] for i in items])
+    return x, torch.tensor([i[1] for i in items]), torch.tensor([i[2] for i in items])
+
+
+@dataclass
+class FanTask:
+    cfg: FanTrainParams
+    seed: int
+
+    name = "fan"
+
+    def build(self, num_classes: int) -> nn.Module:
+        from pathlib import Path
+
+        pretrained = Path(self.cfg.pretrained) if self.cfg.pretrained else None
+        return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
+                         pretrained=pretrained)  # fmt: skip
+
+    def model_config(self) -> dict[str, Any]:
+        return {"relation": self.cfg.relation, "dropout": self.cfg.dropout}
+
+    def train_dataset(self, refs: list[ClipRef]) -> Dataset:
+        return ClipDataset(refs, train=True, frames_per_clip=self.cfg.frames_per_clip,
+                           augment_params=self.cfg.augment, seed=self.seed,
+                           size=self.cfg.image_size)  # fmt: skip
+
+    collate = staticmethod(collate_clips)
+
+    def loss(self, model: nn.Module, batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
+        frames, mask, labels = (b.to(device, non_blocking=True) for b in batch)
+        logits = model(frames, mask)
+        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
+                workers: int) -> np.ndarray:  # fmt: skip
+        """Class probabilities per clip, from all its selected frames."""
+        ds = ClipDataset(refs, train=False, size=self.cfg.image_size)
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_clips)
+        out = []
+        for frames, mask, _ in loader:
+            out.append(F.softmax(model(frames.to(device), mask.to(device)).float(), 1).cpu())
+        return torch.cat(out).numpy()
+
+    def input_example(self) -> np.ndarray:
+        s = self.cfg.image_size
+        return np.zeros((1, self.cfg.frames_per_clip, 3, s, s), np.float32)
+
+
+@dataclass
+class DeepEmotionTask:
+    cfg: DeepEmotionTrainParams
+    seed: int
+
+    name = "deep_emotion"
+
+    def build(self, num_classes: int) -> nn.Module:
+        return build_deep_emotion(num_classes, input_size=self.cfg.image_size,
+                                  channels=1 if self.cfg.grayscale else 3,
+                                  dropout=self.cfg.dropout)  # fmt: skip
+
+    def model_config(self) -> dict[str, Any]:
+        return {"input_size": self.cfg.image_size, "channels": 1 if self.cfg.grayscale else 3,
+                "dropout": self.cfg.dropout}  # fmt: skip
+
+    def train_dataset(self, refs: list[ClipRef]) -> Dataset:
+        return FrameDataset(refs, train=True, augment_params=self.cfg.augment, seed=self.seed,
+                            size=self.cfg.image_size, grayscale=self.cfg.grayscale)  # fmt: skip
+
+    collate = staticmethod(_collate_frames)
+
+    def loss(self, model: nn.Module, batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
+        x, labels, _ = (b.to(device, non_blocking=True) for b in batch)
+        logits = model(x)
+        core = model.module if hasattr(model, "module") else model
+        loss = F.cross_entropy(logits, labels) + self.cfg.reg_lambda * core.regularisation()
+        return loss, (logits.argmax(1) == labels).sum()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
+                workers: int) -> np.ndarray:  # fmt: skip
+        """Clip probabilities: the mean of its frames' probabilities."""
+        ds = FrameDataset(refs, train=False, size=self.cfg.image_size,
+                          grayscale=self.cfg.grayscale)  # fmt: skip
+        loader = DataLoader(ds, batch_size=256, num_workers=workers, collate_fn=_collate_frames)
+        logits, clips = [], []
+        for x, _, ci in loader:
+            logits.append(model(x.to(device)).float().cpu())
+            clips.append(ci)
+        return aggregate_clip_probabilities(torch.cat(logits), torch.cat(clips), len(refs)).numpy()
+
+    def input_example(self) -> np.ndarray:
+        s, c = self.cfg.image_size, 1 if self.cfg.grayscale else 3
+        return np.zeros((1, c, s, s), np.float32)
+
+
+Task = FanTask | DeepEmotionTask
+
+
+def make_task(name: str, fan: FanTrainParams, deep_emotion: DeepEmotionTrainParams, seed: int
+              ) -> Task:  # fmt: skip
+    if name == "fan":
+        return FanTask(fan, seed)
+    if name == "deep_emotion":
+        return DeepEmotionTask(deep_emotion, seed)
+    raise ValueError(f"unknown model {name!r}; expected fan or deep_emotion")

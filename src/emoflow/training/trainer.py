@@ -1,0 +1,281 @@
+"""``emoflow train``: one trainer for FAN and Deep-Emotion, on one or many processes.
+
+Per epoch: segment-sampled (FAN) or per-frame (Deep-Emotion) batches through DDP, AMP on GPU,
+gradient clipping; validation on rank 0; the learning rate from the milestones and the plateau
+rule; a checkpoint written atomically. Started again after a crash or a kill, it resumes from
+the last checkpoint and ends with the same weights as an uninterrupted run (on CPU): the
+dropout seed is set per epoch and the data's randomness is a function of (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from emoflow.config import Params, TrainParams
+from emoflow.datasets.clips import ClipRef, read_manifest
+from emoflow.errors import EmoflowError, InputError
+from emoflow.fsio import atomic_write_text
+from emoflow.training import checkpoint as ckpt
+from emoflow.training.distributed import all_sum, broadcast_object, init_distributed
+from emoflow.training.metrics import classification_report
+from emoflow.training.tasks import SkipCorrupt, Task, make_task, skipping
+
+log = logging.getLogger(__name__)
+
+HISTORY = "history.json"
+
+
+class TrainingError(EmoflowError):
+    """Training cannot go on (too many corrupted samples, no data)."""
+
+
+class Logger(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class _NoLog:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+
+def resolve_classes(configured: tuple[str, ...], faces_dir: Path, labels: set[str]) -> list[str]:
+    """Classes and their order: an imported dataset's ``classes.txt``, else params.yaml's list
+    when it covers the data, else the data's labels sorted."""
+    listed = faces_dir / "classes.txt"
+    if listed.exists():
+        return [c.strip() for c in listed.read_text().splitlines() if c.strip()]
+    if labels <= set(configured):
+        return list(configured)
+    return sorted(labels)
+
+
+def _labels(manifest: Path) -> set[str]:
+    import csv
+
+    if not manifest.exists():
+        raise InputError(manifest, "no split manifest: run `emoflow split` first")
+    with manifest.open(newline="", encoding="utf-8") as f:
+        return {r["label"] for r in csv.DictReader(f)}
+
+
+def lr_at(cfg_lr: float, milestones: dict[int, float], epoch: int, reductions: int,
+          divisor: float) -> float:  # fmt: skip
+    """The milestone schedule's rate at ``epoch``, divided once per plateau."""
+    lr = cfg_lr
+    for at in sorted(milestones):
+        if epoch >= at:
+            lr = milestones[at]
+    return lr / divisor**reductions
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    model_file: Path
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model: nn.Module, task: Task) -> torch.optim.Optimizer:
+    o = task.cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                               weight_decay=o.weight_decay)  # fmt: skip
+    return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) -> dict | None:
+    """Apply ``train.init``; return the checkpoint to continue from (``continue``) or None."""
+    if train.init == "scratch":
+        return None
+    if not train.init_from:
+        raise InputError("params.yaml", f"train.init is {train.init!r} but train.init_from is "
+                                        "not set", "key train.init_from")  # fmt: skip
+    state = ckpt.load(Path(train.init_from), device)
+    weights = state.get("model") or state.get("state_dict") or state
+    own = model.state_dict()
+    # Transfer keeps every tensor whose name and shape match: a new class list gets a new head.
+    usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise InputError(train.init_from, "no weights match this model")
+    model.load_state_dict(usable, strict=False)
+    log.info("train: %s from %s: %d of %d tensors loaded", train.init, train.init_from,
+             len(usable), len(own))  # fmt: skip
+    return state if train.init == "continue" else None
+
+
+def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
+                out_dir: Path, logger: Logger | None = None) -> TrainResult | None:  # fmt: skip
+    """Train ``model_name`` on ``splits_dir/train.csv``, select on ``val.csv``; return the
+    result on rank 0 (None on other ranks)."""
+    d = init_distributed()
+    tp = params.train
+    task = make_task(model_name, tp.fan, tp.deep_emotion, tp.seed)
+    classes = resolve_classes(params.classes, faces_dir, _labels(splits_dir / "train.csv"))
+    train_refs = read_manifest(splits_dir / "train.csv", faces_dir, classes)
+    val_refs = read_manifest(splits_dir / "val.csv", faces_dir, classes)
+    if not train_refs or not val_refs:
+        raise TrainingError(f"{splits_dir}: train and val manifests must both hold clips")
+    _seed_everything(tp.seed)
+    model = task.build(len(classes)).to(d.device)
+    resume_from = _init_weights(model, tp, d.device)
+    optimizer = _optimizer(model, task)
+    use_amp = tp.amp and d.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ckpt_dir = out_dir / "checkpoints"
+    # More epochs, processes or loader workers do not change what the epochs so far computed:
+    # such a change resumes the last checkpoint; anything else starts afresh.
+    fp = ckpt.fingerprint(
+        model_name, task.cfg.model_dump(exclude={"epochs"}),
+        tp.model_dump(exclude={"fan", "deep_emotion", "processes", "workers"}), classes,
+        [r.trial_id for r in train_refs], [r.trial_id for r in val_refs],
+    )  # fmt: skip
+    start, history, best_score, best_epoch, reductions, bad = 0, [], -1.0, -1, 0, 0
+    last = ckpt_dir / ckpt.LAST
+    state = resume_from
+    if last.exists():
+        own = ckpt.load(last, d.device)
+        if own.get("fingerprint") == fp:
+            state = own
+        elif d.main:
+            log.warning("train: %s is from other settings or data: starting afresh", last)
+    if state is not None and "optimizer" in state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start, history = state["epoch"], state["history"]
+        best_score, best_epoch = state["best_score"], state["best_epoch"]
+        reductions, bad = state["reductions"], state["bad_epochs"]
+        if d.main:
+            log.info("train: resuming %s at epoch %d of %d", model_name, start + 1,
+                     task.cfg.epochs)  # fmt: skip
+    net: nn.Module = model
+    if d.world > 1:
+        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
+                                      None else None)  # fmt: skip
+    train_ds = SkipCorrupt(task.train_dataset(train_refs))
+    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                 seed=tp.seed)  # fmt: skip
+    loader = DataLoader(train_ds, batch_size=task.cfg.batch_size, sampler=sampler,
+                        num_workers=tp.workers, collate_fn=skipping(task.collate),
+                        persistent_workers=tp.workers > 0, pin_memory=use_amp)  # fmt: skip
+    logger = logger if (logger is not None and d.main) else _NoLog()
+    opt = task.cfg.optimizer
+    if d.main:
+        log.info("train: %s, %d classes, %d train / %d val clips, %d process(es) on %s, "
+                 "epochs %d..%d", model_name, len(classes), len(train_refs), len(val_refs),
+                 d.world, d.device, start + 1, task.cfg.epochs)  # fmt: skip
+    for epoch in range(start, task.cfg.epochs):
+        lr = lr_at(opt.lr, opt.milestones, epoch, reductions, opt.plateau_divisor)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        net.train()
+        loss_sum, correct, seen, corrupted = 0.0, 0.0, 0.0, 0
+        for batch, skipped in loader:
+            corrupted += skipped
+            if corrupted > tp.allow_corrupted_samples:
+                raise TrainingError(f"{corrupted} unreadable samples in epoch {epoch + 1} "
+                                    f"(train.allow_corrupted_samples: "
+                                    f"{tp.allow_corrupted_samples})")  # fmt: skip
+            if batch is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=d.device.type, dtype=torch.float16, enabled=use_amp):
+                loss, n_correct = task.loss(net, batch, d.device)
+            scaler.scale(loss).backward()
+            if tp.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(net.parameters(), tp.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(batch[-1])
+            loss_sum += float(loss.detach()) * n
+            correct += float(n_correct)
+            seen += n
+        loss_sum, correct, seen, corrupted_all = all_sum([loss_sum, correct, seen, corrupted], d)
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr,
+                                 "train_loss": loss_sum / max(seen, 1),
+                                 "train_acc": correct / max(seen, 1),
+                                 "corrupted": corrupted_all}  # fmt: skip
+        val = None
+        if d.main:  # validation on rank 0; the others get its score for the plateau rule
+            val = evaluate_refs(task, model, val_refs, classes, d.device, tp.workers)
+        val = broadcast_object(val, d)
+        assert isinstance(val, dict)
+        row.update({"val_loss": val["loss"], "val_war": val["war"], "val_uar": val["uar"]})
+        score = row[tp.select_on]
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, bad = score, epoch + 1, 0
+        else:
+            bad += 1
+            if opt.plateau_patience and bad >= opt.plateau_patience:
+                reductions, bad = reductions + 1, 0
+        history.append(row)
+        if d.main:
+            logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            log.info("epoch %d/%d: loss %.3f acc %.3f | val loss %.3f war %.3f uar %.3f | "
+                     "lr %.4g%s", epoch + 1, task.cfg.epochs, row["train_loss"], row["train_acc"],
+                     row["val_loss"], row["val_war"], row["val_uar"], lr,
+                     " *" if improved else "")  # fmt: skip
+            if improved:
+                _save_model(out_dir, model_name, task, classes, model, epoch + 1, val)
+            ckpt.save(last, {
+                "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "history": history, "best_score": best_score, "best_epoch": best_epoch,
+                "reductions": reductions, "bad_epochs": bad,
+            })  # fmt: skip
+        if d.world > 1:
+            torch.distributed.barrier()
+    if not d.main:
+        return None
+    atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
+    return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE)
+
+
+def _save_model(out_dir: Path, name: str, task: Task, classes: list[str], model: nn.Module,
+                epoch: int, val: dict[str, Any]) -> None:  # fmt: skip
+    cfg = task.cfg
+    ckpt.save(out_dir / ckpt.MODEL_FILE, {
+        "arch": name, "classes": classes, "model_config": task.model_config(),
+        "state_dict": model.state_dict(), "epoch": epoch,
+        "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
+        "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
+        "frames_per_clip": getattr(cfg, "frames_per_clip", None),
+    })  # fmt: skip
+
+
+def evaluate_refs(task: Task, model: nn.Module, refs: list[ClipRef], classes: list[str],
+                  device: torch.device, workers: int) -> dict[str, Any]:  # fmt: skip
+    """Clip-level report (WAR, UAR, macro-F1, …), mean negative log-likelihood, and the
+    predicted class index per clip (``predictions``)."""
+    model.eval()
+    probs = task.predict(model, refs, device, workers)
+    y = np.array([r.label for r in refs])
+    predictions = probs.argmax(1).tolist()
+    report = classification_report(y.tolist(), predictions, classes)
+    report["loss"] = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)).mean())
+    report["predictions"] = predictions
+    return report
