@@ -13,13 +13,13 @@ from emoflow.errors import InputError
 def _faces_csv(path: Path, participants: int = 10, per_label: int = 2) -> Path:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial_id", "participant", "label", "file", "excluded"])
+        w.writerow(["trial_id", "participant", "label", "file", "selected", "excluded"])
         for p in range(participants):
             for lab in EMOTIONS:
                 for k in range(per_label):
                     tid = f"p{p:03d}_{lab}_{k}"
-                    w.writerow([tid, f"p{p:03d}", lab, f"{lab}/{tid}.faces.zip", ""])
-        w.writerow(["p000_bad", "p000", "anger", "", "face in 0 of 50 frames"])
+                    w.writerow([tid, f"p{p:03d}", lab, f"{lab}/{tid}.faces.zip", "3 9 15", ""])
+        w.writerow(["p000_bad", "p000", "anger", "", "", "face in 0 of 50 frames"])
     return path
 
 

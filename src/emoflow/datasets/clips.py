@@ -35,6 +35,7 @@ class ClipRef:
     participant: str
     label: int
     path: Path
+    frames: int = 0  # selected frames in the face file; 0 = unknown (open it to count)
 
 
 def read_manifest(manifest: Path, faces_dir: Path, classes: list[str]) -> list[ClipRef]:
@@ -49,7 +50,7 @@ def read_manifest(manifest: Path, faces_dir: Path, classes: list[str]) -> list[C
                 raise InputError(manifest, f"label {r['label']!r} is not one of {classes}",
                                  f"row {row_no}")  # fmt: skip
             refs.append(ClipRef(r["trial_id"], r["participant"], index[r["label"]],
-                                faces_dir / r["file"]))  # fmt: skip
+                                faces_dir / r["file"], int(r.get("frames") or 0)))  # fmt: skip
     return refs
 
 
@@ -161,8 +162,11 @@ class FrameDataset(_FaceData):
         super().__init__(clips, train, augment_params, seed, size, grayscale)
         self.items: list[tuple[int, int]] = []
         for ci, ref in enumerate(clips):
-            with FaceClip(ref.path) as clip:
-                self.items.extend((ci, fi) for fi in range(len(clip)))
+            n = ref.frames
+            if not n:
+                with FaceClip(ref.path) as clip:
+                    n = len(clip)
+            self.items.extend((ci, fi) for fi in range(n))
 
     def __len__(self) -> int:
         return len(self.items)

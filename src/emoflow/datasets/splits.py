@@ -24,7 +24,7 @@ from emoflow.fsio import atomic_dir, atomic_path
 log = logging.getLogger(__name__)
 
 SETS = ("train", "val", "test")
-MANIFEST_COLUMNS = ("trial_id", "participant", "label", "file")
+MANIFEST_COLUMNS = ("trial_id", "participant", "label", "file", "frames")
 TRIES = 2000
 
 
@@ -34,10 +34,14 @@ def read_faces_table(path: Path) -> list[dict[str, str]]:
         raise InputError(path, "no faces table: run `emoflow faces` (or `emoflow import`) first")
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in (*MANIFEST_COLUMNS, "excluded") if c not in (reader.fieldnames or [])]
+        needed = ("trial_id", "participant", "label", "file", "selected", "excluded")
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(path, f"missing columns {missing}", "row 1")
-        return [r for r in reader if not r["excluded"] and r["file"]]
+        rows = [r for r in reader if not r["excluded"] and r["file"]]
+    for r in rows:  # the manifests carry frame counts: datasets need not open every file
+        r["frames"] = len(r["selected"].split())
+    return rows
 
 
 def _label_gap(groups: list[list[dict[str, str]]], labels: list[str], overall: np.ndarray

@@ -31,7 +31,7 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
         with RunLogger(f"emoflow-{model_name}", run_name=f"{model_name}-{splits_dir.name}",
                        params=section, tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
-            if result is None:
+            if not result.main:
                 return
             plot_curves(result.history, out_dir / "curves.png", title=model_name)
             run.log_artifact(out_dir / "curves.png")

@@ -84,7 +84,9 @@ class TrainResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, float]]
-    model_file: Path
+    model_file: Path  # written by rank 0
+    model: nn.Module  # this process's final weights (all ranks hold the same under DDP)
+    main: bool  # rank 0, the one that logs and writes
 
 
 def _seed_everything(seed: int) -> None:
@@ -122,9 +124,8 @@ def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) ->
 
 
 def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
-                out_dir: Path, logger: Logger | None = None) -> TrainResult | None:  # fmt: skip
-    """Train ``model_name`` on ``splits_dir/train.csv``, select on ``val.csv``; return the
-    result on rank 0 (None on other ranks)."""
+                out_dir: Path, logger: Logger | None = None) -> TrainResult:  # fmt: skip
+    """Train ``model_name`` on ``splits_dir/train.csv``, select on ``val.csv``."""
     d = init_distributed()
     tp = params.train
     task = make_task(model_name, tp.fan, tp.deep_emotion, tp.seed)
@@ -249,10 +250,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             })  # fmt: skip
         if d.world > 1:
             torch.distributed.barrier()
-    if not d.main:
-        return None
-    atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
-    return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE)
+    if d.main:
+        atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
+    return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE, model, d.main)
 
 
 def _save_model(out_dir: Path, name: str, task: Task, classes: list[str], model: nn.Module,

@@ -1,0 +1,90 @@
+"""Training as users run it: 2-process DDP on CPU, and kill -9 then resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).parent
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    # Runs land in a throwaway MLflow store in the test's folder.
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+            "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+
+def test_two_process_ddp_keeps_ranks_identical_and_learns(tiny_faces: Path, tiny_params: Path,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    worker = str(HERE / "ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           worker, str(tiny_params), str(tiny_faces), str(tmp_path)]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=600, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["state"].keys() == r1["state"].keys()
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    losses = [h["train_loss"] for h in r0["history"]]
+    assert losses[-1] < losses[0], losses
+
+
+def _train_cmd(params: Path, data: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "emoflow.cli", "train", "--model", "deep_emotion", "--params",
+            str(params), "--faces", str(data / "faces"), "--splits", str(data / "splits"),
+            "--out", str(out)]  # fmt: skip
+
+
+def _epochs_done(out: Path) -> int:
+    last = out / "checkpoints" / "last.pt"
+    if not last.exists():
+        return 0
+    try:
+        return int(torch.load(last, weights_only=False)["epoch"])
+    except Exception:  # read while being replaced: try again
+        return 0
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_faces: Path, tiny_params: Path,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    import yaml
+
+    params = yaml.safe_load(tiny_params.read_text())
+    params["train"]["deep_emotion"]["epochs"] = 12
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    env = _env(tmp_path)
+    done = subprocess.run(_train_cmd(p, tiny_faces, whole), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(_train_cmd(p, tiny_faces, resumed), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while _epochs_done(resumed) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    killed_at = _epochs_done(resumed)
+    assert 3 <= killed_at < 12, killed_at
+
+    again = subprocess.run(_train_cmd(p, tiny_faces, resumed), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming deep_emotion at epoch {killed_at + 1}" in again.stderr
+    a = torch.load(whole / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]

@@ -1,0 +1,79 @@
+"""The trainer in-process on a tiny dataset: learning, selection on val, corrupted samples."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from emoflow.config import load_params
+from emoflow.training import checkpoint as ckpt
+from emoflow.training.evaluate import evaluate_model
+from emoflow.training.trainer import TrainingError, lr_at, resolve_classes, train_model
+
+
+def test_lr_follows_milestones_then_plateau_divisions() -> None:
+    ms = {250: 0.02}
+    assert lr_at(0.1, ms, 0, 0, 10) == 0.1
+    assert lr_at(0.1, ms, 249, 0, 10) == 0.1
+    assert lr_at(0.1, ms, 250, 0, 10) == 0.02
+    assert lr_at(0.1, ms, 300, 2, 10) == pytest.approx(0.0002)
+
+
+def test_classes_come_from_the_data(tmp_path: Path) -> None:
+    configured = ("anger", "happiness", "neutral")
+    assert resolve_classes(configured, tmp_path, {"anger", "neutral"}) == list(configured)
+    assert resolve_classes(configured, tmp_path, {"contempt", "anger"}) == ["anger", "contempt"]
+    (tmp_path / "classes.txt").write_text("fear\ncontempt\n")
+    assert resolve_classes(configured, tmp_path, {"fear"}) == ["fear", "contempt"]
+
+
+def test_deep_emotion_learns_and_keeps_the_best_val_epoch(tiny_faces: Path, tiny_params: Path,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    params = load_params(tiny_params)
+    out = tmp_path / "model"
+    r = train_model("deep_emotion", params, tiny_faces / "faces", tiny_faces / "splits", out)
+    losses = [h["train_loss"] for h in r.history]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    best = max(h["val_war"] for h in r.history)
+    assert r.best_score == best
+    assert r.history[r.best_epoch - 1]["val_war"] == best
+    _, meta = ckpt.load_model_file(out / "model.pt")
+    assert meta["epoch"] == r.best_epoch and meta["arch"] == "deep_emotion"
+    assert (out / "history.json").exists() and (out / "checkpoints" / "last.pt").exists()
+    m = evaluate_model("deep_emotion", params, tiny_faces / "faces", tiny_faces / "splits", out,
+                       tmp_path / "metrics.json", tmp_path / "plots")  # fmt: skip
+    assert m["war"] > 1 / 3  # three distinct classes: better than chance
+    assert (tmp_path / "plots" / "confusion.png").stat().st_size > 1000
+
+
+def test_fan_trains_on_clips(tiny_faces: Path, tiny_params: Path, tmp_path: Path) -> None:
+    params = load_params(tiny_params)
+    r = train_model("fan", params, tiny_faces / "faces", tiny_faces / "splits", tmp_path / "m")
+    assert len(r.history) == 3 and all(h["train_loss"] > 0 for h in r.history)
+    model, meta = ckpt.load_model_file(tmp_path / "m" / "model.pt")
+    x = torch.zeros(1, 4, 3, 32, 32)
+    assert model(x).shape == (1, len(meta["classes"]))
+
+
+def test_corrupted_samples_are_skipped_up_to_the_budget(tiny_faces: Path, tiny_params: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    data = tmp_path / "data"
+    shutil.copytree(tiny_faces, data)
+    with (data / "splits" / "train.csv").open(newline="") as f:
+        victim = data / "faces" / next(csv.DictReader(f))["file"]  # a training clip
+    victim.write_bytes(b"not a zip")
+    params = load_params(tiny_params)
+    raw = params.model_dump(by_alias=True)
+    raw["train"]["deep_emotion"]["epochs"] = 1
+    raw["train"]["allow_corrupted_samples"] = 0
+    strict = type(params).model_validate(raw)
+    with pytest.raises(TrainingError, match="unreadable samples in epoch 1"):
+        train_model("deep_emotion", strict, data / "faces", data / "splits", tmp_path / "a")
+    raw["train"]["allow_corrupted_samples"] = 6  # the clip's six frames
+    lenient = type(params).model_validate(raw)
+    r = train_model("deep_emotion", lenient, data / "faces", data / "splits", tmp_path / "b")
+    assert r.history[0]["corrupted"] == 6
