@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -192,6 +193,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
         net.train()
+        t0 = time.perf_counter()
         loss_sum, correct, seen, corrupted = 0.0, 0.0, 0.0, 0
         for batch, skipped in loader:
             corrupted += skipped
@@ -215,10 +217,12 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             correct += float(n_correct)
             seen += n
         loss_sum, correct, seen, corrupted_all = all_sum([loss_sum, correct, seen, corrupted], d)
+        seconds = time.perf_counter() - t0
         row: dict[str, float] = {"epoch": epoch + 1, "lr": lr,
                                  "train_loss": loss_sum / max(seen, 1),
                                  "train_acc": correct / max(seen, 1),
-                                 "corrupted": corrupted_all}  # fmt: skip
+                                 "corrupted": corrupted_all, "train_seconds": seconds,
+                                 "samples_per_s": seen / seconds}  # fmt: skip
         val = None
         if d.main:  # validation on rank 0; the others get its score for the plateau rule
             val = evaluate_refs(task, model, val_refs, classes, d.device, tp.workers)
