@@ -41,7 +41,7 @@ demo: install           ## generate the sample recordings and reproduce every st
 test: install lint      ## fast tests (slow, service and gpu tests excluded)
 	$(BIN)/pytest
 
-test-all: install lint  ## everything this machine can run (CI)
+test-all: install lint  ## everything this machine can run (CI runs the same tests in two steps)
 	$(BIN)/pytest -m "not gpu"
 
 lint: install

@@ -215,7 +215,7 @@ def crossval(
     for k in range(p.split.folds):
         train(model, params, faces, splits, k, None, None)
         evaluate(model, params, faces, splits, k, None, None, None)
-        files.append(Path(f"metrics/{model}_folds_fold_{k}.json"))
+        files.append(Path(f"plots/{model}/folds/fold_{k}/report.json"))
     summarise(files, Path(f"metrics/{model}_cv.json"))
 
 

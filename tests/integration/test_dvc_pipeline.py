@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("sample", "segment", "validate", "trim", "faces", "split")
+DATA_STAGES = ("sample", "segment", "validate", "trim", "faces", "split")
+MODEL_STAGES = tuple(f"{s}@{m}" for s in ("train", "evaluate") for m in ("fan", "deep_emotion"))
+STAGES = DATA_STAGES + MODEL_STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.slow
 def _run(repo: Path, *cmd: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)  # runs go to the test repo's own mlflow.db
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
@@ -40,6 +43,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Three participants: the least a subject-independent train/val/test split can take.
     params["sample"].update(participants=3, trials_per_participant=7)
     params["split"].update(folds=3)
+    params["train"].update(workers=0)
+    params["train"]["fan"].update(epochs=2, image_size=32)
+    params["train"]["deep_emotion"].update(epochs=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "dvc", "init", "-q")
@@ -54,6 +60,11 @@ def test_repro_runs_every_stage_then_nothing(repo: Path) -> None:
     assert _ran(log) == set(STAGES), log
     assert (repo / "data/processed/clips/clips.csv").exists()
     assert (repo / "reports/validation/summary.json").exists()
+    for model in ("fan", "deep_emotion"):
+        assert (repo / f"models/{model}/model.pt").exists()
+        assert (repo / f"plots/{model}/confusion.png").exists()
+    shown = _run(repo, "dvc", "metrics", "show")
+    assert "metrics/fan.json" in shown and "metrics/deep_emotion.json" in shown
     again = _run(repo, "dvc", "repro")
     assert _ran(again) == set(), again
     assert "up to date" in _run(repo, "dvc", "status")
@@ -67,11 +78,21 @@ def test_a_param_reruns_only_the_stages_that_read_it(repo: Path) -> None:
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         return _ran(_run(repo, "dvc", "repro"))
 
-    assert change("split", "seed", 1) == {"split"}
+    def upstream(stage: str) -> set[str]:
+        return set(DATA_STAGES[: DATA_STAGES.index(stage)])
+
     assert change("validate", "max_label_share", 0.6) == {"validate"}  # same outputs: stops here
-    # New clips change the bytes the later stages read: they follow; earlier ones do not.
-    assert change("trim", "crf", 20) == {"trim", "faces", "split"}
-    assert change("segment", "crf", 20) == {"segment", "validate", "trim", "faces", "split"}
+    # An experiment on one model's section (as users run them) leaves the other model alone.
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pipeline")
+    exp = _run(repo, "dvc", "exp", "run", "-S", "train.deep_emotion.epochs=3")
+    assert _ran(exp) == {"train@deep_emotion", "evaluate@deep_emotion"}, exp
+    params["train"]["deep_emotion"]["epochs"] = 3
+    # New outputs change the bytes later stages read: they follow; earlier ones never do.
+    ran = change("split", "seed", 1)
+    assert "split" in ran and not ran & upstream("split")
+    ran = change("trim", "crf", 20)
+    assert {"trim", "faces", "split"} <= ran and not ran & upstream("trim")
 
 
 def test_push_then_pull_restores_the_data(repo: Path) -> None:

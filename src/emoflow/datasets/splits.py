@@ -137,6 +137,22 @@ def clip_folds(rows: list[dict[str, str]], k: int, seed: int) -> list[list[dict]
     return folds
 
 
+def _train_val(rows: list[dict], params: SplitParams) -> dict[str, list[dict]]:
+    """Participants of ``rows`` into train and val (by the val share of train + val)."""
+    if params.mode == "clip":
+        sub = clip_split(rows, params.model_copy(update={"test": 0.0}))
+        return {"train": sub["train"], "val": sub["val"]}
+    people = sorted({r["participant"] for r in rows})
+    share = params.val / max(params.train + params.val, 1e-9)
+    n_val = max(1, round(share * len(people))) if params.val > 0 else 0
+    if len(people) - n_val < 1:
+        raise InputError("faces.csv", f"a fold leaves {len(people)} participants for train and "
+                         "val: use fewer folds")  # fmt: skip
+    chosen = set(np.random.default_rng(params.seed).permutation(people)[:n_val])
+    return {"train": [r for r in rows if r["participant"] not in chosen],
+            "val": [r for r in rows if r["participant"] in chosen]}  # fmt: skip
+
+
 def _write_manifest(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
@@ -154,7 +170,8 @@ def _describe(sets: dict[str, list[dict]]) -> dict:
 def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     """Write ``train/val/test.csv`` (+ ``folds/fold_<i>/``) and ``summary.json``, atomically.
 
-    Fold ``i`` tests on group ``i``, validates on group ``i+1`` and trains on the rest.
+    Fold ``i`` tests on group ``i``; of the other participants, a ``val / (train + val)`` share
+    (at least one) validates and the rest trains.
     """
     rows = read_faces_table(faces_csv)
     if not rows:
@@ -174,9 +191,8 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
                      else clip_folds(rows, params.folds, params.seed))  # fmt: skip
             summary["folds"] = []
             for i in range(params.folds):
-                val_i = (i + 1) % params.folds
-                fold = {"train": [r for j, f in enumerate(folds) if j not in (i, val_i) for r in f],
-                        "val": folds[val_i], "test": folds[i]}  # fmt: skip
+                rest = [r for j, f in enumerate(folds) if j != i for r in f]
+                fold = {**_train_val(rest, params), "test": folds[i]}
                 for s, v in fold.items():
                     _write_manifest(tmp / "folds" / f"fold_{i}" / f"{s}.csv", v)
                 summary["folds"].append(_describe(fold))

@@ -18,6 +18,7 @@ from emoflow.errors import InputError
 from emoflow.fsio import atomic_path
 
 LAST = "last.pt"
+BEST = "best.pt"
 MODEL_FILE = "model.pt"
 
 
@@ -26,6 +27,20 @@ def fingerprint(*parts: Any) -> str:
     resumed."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_fingerprint() -> str:
+    """A hash of the code that shapes a training (models, trainer, datasets): a checkpoint
+    written by other code is not resumed."""
+    import emoflow
+
+    root = Path(emoflow.__file__).parent
+    files = sorted([*(root / "models").glob("*.py"), *(root / "training").glob("*.py"),
+                    root / "datasets" / "clips.py"])  # fmt: skip
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -30,7 +30,8 @@ def evaluate_model(
     model_name: str, params: Params, faces_dir: Path, splits_dir: Path, model_dir: Path,
     metrics_path: Path, plots_dir: Path,
 ) -> dict[str, Any]:  # fmt: skip
-    """Write ``metrics_path`` (JSON, DVC metrics) and ``plots_dir``/{confusion.png, curves.png,
+    """Write ``metrics_path`` (the headline numbers: DVC metrics) and ``plots_dir``/{report.json
+    (everything, per class and the confusion matrix), confusion.png, curves.png,
     predictions.csv}; log the test metrics to the training's MLflow run."""
     model, meta = ckpt.load_model_file(model_dir / ckpt.MODEL_FILE)
     if meta["arch"] != model_name:
@@ -45,11 +46,14 @@ def evaluate_model(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_refs(task, model.to(device), refs, classes, device, params.train.workers)
     predictions = report.pop("predictions")
-    metrics = {"model": model_name, "war": report["war"], "uar": report["uar"],
-               "macro_f1": report["macro_f1"], "test_clips": len(refs),
-               "best_epoch": meta["epoch"], "val": meta["val"], "test": report}  # fmt: skip
+    metrics = {"war": report["war"], "uar": report["uar"], "macro_f1": report["macro_f1"],
+               "test_clips": len(refs), "best_epoch": meta["epoch"],
+               "val_war": meta["val"]["war"], "val_uar": meta["val"]["uar"],
+               "recall": {c: r["recall"] for c, r in report["per_class"].items()}}  # fmt: skip
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     plots_dir.mkdir(parents=True, exist_ok=True)
+    full = {"model": model_name, "val": meta["val"], "test": report}
+    atomic_write_text(plots_dir / "report.json", json.dumps(full, indent=1))
     plot_confusion(report["confusion"], classes, plots_dir / "confusion.png",
                    title=f"{model_name}: test split")  # fmt: skip
     history = model_dir / HISTORY
@@ -87,9 +91,9 @@ def _log_to_run(run_id: str | None, report: dict, files: list[Path]) -> None:
         client.log_artifact(run_id, str(f), "evaluation")
 
 
-def summarise(metrics_files: list[Path], out: Path) -> dict[str, Any]:
-    """Mean ± std over the folds' metrics files (cross-validation)."""
-    reports = [json.loads(p.read_text())["test"] for p in metrics_files]
+def summarise(report_files: list[Path], out: Path) -> dict[str, Any]:
+    """Mean ± std over the folds' ``report.json`` files (cross-validation)."""
+    reports = [json.loads(p.read_text())["test"] for p in report_files]
     summary = summarise_folds(reports)
     atomic_write_text(out, json.dumps(summary, indent=1))
     log.info("cross-validation over %d folds: WAR %.3f ± %.3f, UAR %.3f ± %.3f → %s",

@@ -143,9 +143,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_dir = out_dir / "checkpoints"
     # More epochs, processes or loader workers do not change what the epochs so far computed:
-    # such a change resumes the last checkpoint; anything else starts afresh.
+    # such a change resumes the last checkpoint; other settings, data or code start afresh.
     fp = ckpt.fingerprint(
-        model_name, task.cfg.model_dump(exclude={"epochs"}),
+        model_name, ckpt.code_fingerprint(), task.cfg.model_dump(exclude={"epochs"}),
         tp.model_dump(exclude={"fan", "deep_emotion", "processes", "workers"}), classes,
         [r.trial_id for r in train_refs], [r.trial_id for r in val_refs],
     )  # fmt: skip
@@ -169,6 +169,8 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         if d.main:
             log.info("train: resuming %s at epoch %d of %d", model_name, start + 1,
                      task.cfg.epochs)  # fmt: skip
+            if start >= task.cfg.epochs:
+                log.info("train: already trained %d epochs: restoring the kept model", start)
     net: nn.Module = model
     if d.world > 1:
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
@@ -245,7 +247,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                      row["val_loss"], row["val_war"], row["val_uar"], lr,
                      " *" if improved else "")  # fmt: skip
             if improved:
-                _save_model(out_dir, model_name, task, classes, model, epoch + 1, val)
+                _save_model(ckpt_dir / ckpt.BEST, model_name, task, classes, model, epoch + 1, val)
             ckpt.save(last, {
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -255,14 +257,17 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         if d.world > 1:
             torch.distributed.barrier()
     if d.main:
+        # The kept model lives beside the checkpoints (which DVC persists) and is copied out
+        # at the end: a stage rerun that resumes a finished training restores its outputs.
+        ckpt.save(out_dir / ckpt.MODEL_FILE, ckpt.load(ckpt_dir / ckpt.BEST))
         atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
     return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE, model, d.main)
 
 
-def _save_model(out_dir: Path, name: str, task: Task, classes: list[str], model: nn.Module,
+def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn.Module,
                 epoch: int, val: dict[str, Any]) -> None:  # fmt: skip
     cfg = task.cfg
-    ckpt.save(out_dir / ckpt.MODEL_FILE, {
+    ckpt.save(path, {
         "arch": name, "classes": classes, "model_config": task.model_config(),
         "state_dict": model.state_dict(), "epoch": epoch,
         "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
