@@ -13,7 +13,6 @@ datasets encode them in names and never in one agreed way. See ``docs/importer.m
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -33,9 +32,10 @@ from emoflow.faces.pipeline import process_frames
 from emoflow.faces.select import select_frames
 from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV
 from emoflow.faces.store import SUFFIX, write_face_clip
-from emoflow.fsio import atomic_dir, atomic_path, atomic_write_text
+from emoflow.fsio import atomic_dir, atomic_write_text
 from emoflow.media.video import iter_frames
 from emoflow.parallel import parallel_map
+from emoflow.tables import write_table
 
 log = logging.getLogger(__name__)
 
@@ -369,13 +369,6 @@ def _run(jobs: list[tuple[SourceClip, Path, FacesParams, ImportOptions]], worker
     return parallel_map(import_clip, jobs, workers, "import", "clip")
 
 
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(FACES_COLUMNS))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def _check_folds(folds: int, root: Path) -> None:
     if folds == 1 or folds < 0:
         raise InputError(root, f"--folds {folds}: must be 0 (none) or at least 2")
@@ -415,7 +408,7 @@ def import_dataset(root: Path, out: Path, params: Params, opts: ImportOptions,
              "cropped" if opts.cropped else "detect", classes, workers)  # fmt: skip
     with atomic_dir(out) as tmp:
         rows = _run([(c, tmp, fp, opts) for c in clips], workers)
-        _write_table(tmp / FACES_CSV, rows)
+        write_table(tmp / FACES_CSV, FACES_COLUMNS, rows)
         atomic_write_text(tmp / CLASSES_TXT, "".join(f"{c}\n" for c in classes))
         if folds:
             from emoflow.datasets.splits import make_splits

@@ -9,7 +9,6 @@ identities then leak across sets.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections import Counter
@@ -20,6 +19,7 @@ import numpy as np
 from emoflow.config import SplitParams
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,9 @@ TRIES = 2000
 
 def read_faces_table(path: Path) -> list[dict[str, str]]:
     """The usable clips of ``faces.csv`` (excluded clips dropped)."""
-    if not path.exists():
-        raise InputError(path, "no faces table: run `emoflow faces` (or `emoflow import`) first")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        needed = ("trial_id", "participant", "label", "file", "selected", "excluded")
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(path, f"missing columns {missing}", "row 1")
-        rows = [r for r in reader if not r["excluded"] and r["file"]]
+    needed = ("trial_id", "participant", "label", "file", "selected", "excluded")
+    absent = "no faces table: run `emoflow faces` (or `emoflow import`) first"
+    rows = [r for r in read_table(path, needed, absent) if not r["excluded"] and r["file"]]
     for r in rows:  # the manifests carry frame counts: datasets need not open every file
         r["frames"] = len(r["selected"].split())
     return rows
@@ -155,10 +149,7 @@ def _train_val(rows: list[dict], params: SplitParams) -> dict[str, list[dict]]:
 
 def _write_manifest(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(sorted(rows, key=lambda r: r["trial_id"]))
+    write_table(path, MANIFEST_COLUMNS, sorted(rows, key=lambda r: r["trial_id"]))
 
 
 def _describe(sets: dict[str, list[dict]]) -> dict:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from emoflow.config import FacesParams
-from emoflow.errors import InputError
 from emoflow.faces.detect import DETECTORS
 from emoflow.faces.pipeline import process_clip
 from emoflow.faces.store import SUFFIX, write_face_clip
-from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.fsio import atomic_dir
 from emoflow.parallel import parallel_map, worker_count
+from emoflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +24,7 @@ CLIP_COLUMNS = ("trial_id", "participant", "label", "peak")
 
 
 def read_clips_table(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        raise InputError(path, "no clips table: run `emoflow trim` (or `emoflow import`) first")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(path, f"missing columns {missing}", "row 1")
-        return list(reader)
+    return read_table(path, CLIP_COLUMNS, "no clips table: run `emoflow trim` first")
 
 
 def clip_faces(args: tuple[dict[str, str], Path, Path, FacesParams]) -> dict:
@@ -83,10 +75,7 @@ def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[d
         jobs = [(r, base / r["path"] if r.get("path") else base / r["label"]
                  / f"{r['trial_id']}.mp4", tmp, params) for r in rows]  # fmt: skip
         results = parallel_map(clip_faces, jobs, params.workers, "faces", "clip")
-        with atomic_path(tmp / FACES_CSV) as t, t.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(FACES_COLUMNS))
-            w.writeheader()
-            w.writerows(results)
+        write_table(tmp / FACES_CSV, FACES_COLUMNS, results)
     decoded = sum(r["frames_decoded"] for r in results)
     found = sum(r["frames_with_face"] for r in results)
     excluded = [r for r in results if r["excluded"]]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emoflow.config import SegmentParams
 from emoflow.errors import EmoflowError
-from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.fsio import atomic_dir
 from emoflow.ingest.beeps import describe_mismatch, detect_beeps
 from emoflow.ingest.protocol import ProtocolTrial, read_protocol
 from emoflow.media.video import MediaWriter, iter_frames, probe, read_audio
 from emoflow.parallel import parallel_map, worker_count
+from emoflow.tables import write_table
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +125,12 @@ def segment_sessions(sessions_dir: Path, protocol_csv: Path, out_dir: Path,
                                "nothing written (segment.on_mismatch: fail)")  # fmt: skip
         for p in problems:
             log.warning("segment: skipped %s", p)
-        _write_csv(tmp / TRIALS_CSV, TRIALS_COLUMNS, rows)
+        write_table(tmp / TRIALS_CSV, TRIALS_COLUMNS, rows)
         skipped = [{"participant": p.split(" ", 1)[0].rstrip(":"), "reason": p} for p in problems]
-        _write_csv(tmp / SKIPPED_CSV, ("participant", "reason"), skipped)
+        write_table(tmp / SKIPPED_CSV, ("participant", "reason"), skipped)
     log.info(
         "segment: read %d sessions, found %d beeps, wrote %d trial clips to %s; skipped %d "
         "participants", len(jobs), n_beeps, len(rows), out_dir, len(problems),
     )  # fmt: skip
     return rows
 
-
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns))
-        w.writeheader()
-        w.writerows(rows)

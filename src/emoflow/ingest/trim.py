@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ from emoflow.errors import InputError
 from emoflow.fsio import atomic_dir, atomic_path
 from emoflow.ingest.marks import FLAG_NAMES
 from emoflow.media.video import MediaWriter, iter_frames, probe
+from emoflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,7 @@ NEEDED = ("trial_id", "participant", "emotion", "start", "end", "peak", *FLAG_NA
 
 def read_valid_trials(path: Path) -> list[dict[str, str]]:
     """The validation gate's ``valid_trials.csv``: only rows that passed every expectation."""
-    if not path.exists():
-        raise InputError(path, "no validated trials: run `emoflow validate` first")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(path, f"missing columns {missing}", "row 1")
-        return list(reader)
+    return read_table(path, NEEDED, "no validated trials: run `emoflow validate` first")
 
 
 def cut_clip(source: Path, dest: Path, start: int, end: int, crf: int) -> int:
@@ -82,10 +75,7 @@ def trim_trials(valid_csv: Path, trials_dir: Path, out_dir: Path, params: TrimPa
                 "frames": frames, "peak": peak - start, **{f: row[f] for f in FLAG_NAMES},
                 "start": start, "end": end, "source": str(source),
             })  # fmt: skip
-        with atomic_path(tmp / CLIPS_CSV) as t, t.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(CLIPS_COLUMNS))
-            w.writeheader()
-            w.writerows(clips)
+        write_table(tmp / CLIPS_CSV, CLIPS_COLUMNS, clips)
     per_label = Counter(c["label"] for c in clips)
     log.info("trim: read %d valid trials, wrote %d clips to %s (%s); excluded %d by flags (%s)",
              len(rows), len(clips), out_dir,
