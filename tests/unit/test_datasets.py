@@ -94,3 +94,13 @@ def test_augmentation_changes_pixels_alike_across_a_clip() -> None:
     assert not np.array_equal(a, img)
     unchanged = augment([img], AugmentParams(flip=0, zoom=0, rotation_deg=0, brightness=0), rng)
     assert np.array_equal(unchanged[0], img)
+
+
+def test_face_files_are_byte_identical_for_the_same_faces(tmp_path) -> None:
+    import time
+
+    faces = [cv2.resize(skimage.data.astronaut()[60:200, 150:290], (32, 32))]
+    write_face_clip(tmp_path / "a.faces.zip", faces, {"trial_id": "x"})
+    time.sleep(2.1)  # zip time stamps have a 2-second resolution
+    write_face_clip(tmp_path / "b.faces.zip", faces, {"trial_id": "x"})
+    assert (tmp_path / "a.faces.zip").read_bytes() == (tmp_path / "b.faces.zip").read_bytes()

@@ -77,3 +77,13 @@ def test_corrupted_samples_are_skipped_up_to_the_budget(tiny_faces: Path, tiny_p
     lenient = type(params).model_validate(raw)
     r = train_model("deep_emotion", lenient, data / "faces", data / "splits", tmp_path / "b")
     assert r.history[0]["corrupted"] == 6
+
+
+def test_new_face_files_mean_a_new_training(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"faces v1")
+    b.write_bytes(b"other clip")
+    before = ckpt.files_fingerprint([a, b])
+    assert ckpt.files_fingerprint([a, b]) == before
+    a.write_bytes(b"faces v2")
+    assert ckpt.files_fingerprint([a, b]) != before

@@ -43,6 +43,15 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def files_fingerprint(paths: list[Path]) -> str:
+    """A hash of the files' contents: new face files (other faces params, new data) mean a
+    new training even when the manifests list the same clips."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 

@@ -148,6 +148,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         model_name, ckpt.code_fingerprint(), task.cfg.model_dump(exclude={"epochs"}),
         tp.model_dump(exclude={"fan", "deep_emotion", "processes", "workers"}), classes,
         [r.trial_id for r in train_refs], [r.trial_id for r in val_refs],
+        ckpt.files_fingerprint([r.path for r in (*train_refs, *val_refs)]),
     )  # fmt: skip
     start, history, best_score, best_epoch, reductions, bad = 0, [], -1.0, -1, 0, 0
     last = ckpt_dir / ckpt.LAST
