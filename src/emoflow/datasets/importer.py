@@ -27,10 +27,9 @@ import numpy as np
 
 from emoflow.config import FacesParams, Params
 from emoflow.errors import InputError
-from emoflow.faces.detect import DETECTORS
 from emoflow.faces.pipeline import process_frames
 from emoflow.faces.select import select_frames
-from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV
+from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV, faces_row
 from emoflow.faces.store import SUFFIX, write_face_clip
 from emoflow.fsio import atomic_dir, atomic_write_text
 from emoflow.media.video import iter_frames
@@ -333,20 +332,10 @@ def import_clip(job: tuple[SourceClip, Path, FacesParams, ImportOptions]) -> dic
     clip, out_dir, params, opts = job
     peak = LAST_FRAME if opts.peak == "last" else None
     r = (_cropped if opts.cropped else _detected)(clip, params, peak)
-    row: dict[str, Any] = {
-        "trial_id": clip.trial_id, "participant": clip.subject, "label": clip.label, "file": "",
-        "frames_decoded": r.decoded, "frames_with_face": r.with_face,
-        **{d: r.counts.get(d, 0) for d in DETECTORS}, "tracked": r.counts.get("tracked", 0),
-        "selected": " ".join(map(str, r.selected)), "peak_position": "", "excluded": "",
-    }  # fmt: skip
-    if r.with_face < params.min_face_frames:
-        row["excluded"] = (f"face in {r.with_face} of {r.decoded} frames "
-                           f"(faces.min_face_frames: {params.min_face_frames})")  # fmt: skip
+    row, peak_pos = faces_row(clip.trial_id, clip.subject, clip.label, r.decoded, r.with_face,
+                              r.counts, r.selected, peak, params.min_face_frames)  # fmt: skip
+    if row["excluded"]:
         return row
-    peak_pos = None
-    if peak is not None:
-        peak_pos = int(np.argmin(np.abs(np.array(r.selected) - peak)))
-        row["peak_position"] = peak_pos
     gray = opts.grayscale or r.gray_source
     faces = [_to_gray(f) for f in r.faces] if gray else r.faces
     rel = Path(clip.label) / f"{clip.trial_id}{SUFFIX}"

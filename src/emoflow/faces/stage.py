@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,26 +29,38 @@ def read_clips_table(path: Path) -> list[dict[str, str]]:
     return read_table(path, CLIP_COLUMNS, "no clips table: run `emoflow trim` first")
 
 
+def faces_row(trial_id: str, participant: str, label: str, decoded: int, with_face: int,
+              counts: Mapping[str, int], selected: list[int], peak: int | None,
+              min_face_frames: int) -> tuple[dict[str, Any], int | None]:  # fmt: skip
+    """A clip's faces.csv row (``excluded`` when it has too few face frames) and the peak's
+    position among the selected frames (None when unknown or excluded)."""
+    row: dict[str, Any] = {
+        "trial_id": trial_id, "participant": participant, "label": label, "file": "",
+        "frames_decoded": decoded, "frames_with_face": with_face,
+        **{d: counts.get(d, 0) for d in DETECTORS}, "tracked": counts.get("tracked", 0),
+        "selected": " ".join(map(str, selected)), "peak_position": "", "excluded": "",
+    }  # fmt: skip
+    if with_face < min_face_frames:
+        row["excluded"] = (f"face in {with_face} of {decoded} frames "
+                           f"(faces.min_face_frames: {min_face_frames})")  # fmt: skip
+        return row, None
+    if peak is None:
+        return row, None
+    position = int(np.argmin(np.abs(np.array(selected) - peak)))
+    row["peak_position"] = position
+    return row, position
+
+
 def clip_faces(args: tuple[dict[str, str], Path, Path, FacesParams]) -> dict:
     """Process one clip and write its face file; return its faces.csv row."""
     row, video, out_dir, params = args
     peak = int(row["peak"]) if row.get("peak", "") not in ("", None) else None
     r = process_clip(video, params, peak)
-    counts = r.counts
-    result = {
-        "trial_id": row["trial_id"], "participant": row["participant"], "label": row["label"],
-        "file": "", "frames_decoded": r.frames_decoded, "frames_with_face": len(r.points),
-        **{d: counts.get(d, 0) for d in DETECTORS}, "tracked": counts.get("tracked", 0),
-        "selected": " ".join(map(str, r.selected)), "peak_position": "", "excluded": "",
-    }  # fmt: skip
-    if len(r.points) < params.min_face_frames:
-        result["excluded"] = (f"face in {len(r.points)} of {r.frames_decoded} frames "
-                              f"(faces.min_face_frames: {params.min_face_frames})")  # fmt: skip
+    result, peak_pos = faces_row(row["trial_id"], row["participant"], row["label"],
+                                 r.frames_decoded, len(r.points), r.counts, r.selected, peak,
+                                 params.min_face_frames)  # fmt: skip
+    if result["excluded"]:
         return result
-    peak_pos = None
-    if peak is not None:
-        peak_pos = int(np.argmin(np.abs(np.array(r.selected) - peak)))
-        result["peak_position"] = peak_pos
     rel = Path(row["label"]) / f"{row['trial_id']}{SUFFIX}"
     meta = {
         "trial_id": row["trial_id"], "participant": row["participant"], "label": row["label"],
