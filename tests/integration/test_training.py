@@ -89,6 +89,16 @@ def test_killed_training_resumes_to_the_same_weights(tiny_faces: Path, tiny_para
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    # In MLflow the killed run is closed as KILLED and the resuming run links to it.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("emoflow-deep_emotion")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    resumed_run = runs[b["mlflow_run_id"]]
+    killed_id = resumed_run.data.tags["emoflow.resumed_from_run"]
+    assert runs[killed_id].info.status == "KILLED"
+    assert resumed_run.info.status == "FINISHED"
 
 
 @pytest.mark.gpu

@@ -426,6 +426,18 @@ class RunLogger:
             self._client.log_batch(self._run_id, metrics=[Metric(k, v, now, step)
                                                           for k, v in numeric.items()])
 
+    def continues(self, run_id: str) -> None:
+        """This run resumes the training of ``run_id``: tag the link, and end that run as
+        KILLED if it was left RUNNING (its process died without closing it)."""
+        if not self.enabled:
+            return
+        self.set_tags({"emoflow.resumed_from_run": run_id})
+        try:
+            if self._client.get_run(run_id).info.status == "RUNNING":
+                self._client.set_terminated(run_id, "KILLED")
+        except Exception as exc:  # another store, or deleted: the link tag is still useful
+            log.warning("MLflow run %s of the resumed training not closed: %s", run_id, exc)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file (or a folder's contents) into the run's artifacts."""
         if not self.enabled:

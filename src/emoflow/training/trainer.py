@@ -42,11 +42,20 @@ class TrainingError(EmoflowError):
 
 
 class Logger(Protocol):
+    run_id: str | None
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def continues(self, run_id: str) -> None: ...
 
 
 class _NoLog:
+    run_id = None
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def continues(self, run_id: str) -> None:
         pass
 
 
@@ -183,6 +192,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                         num_workers=tp.workers, collate_fn=skipping(task.collate),
                         persistent_workers=tp.workers > 0, pin_memory=use_amp)  # fmt: skip
     logger = logger if (logger is not None and d.main) else _NoLog()
+    previous_run = state.get("mlflow_run_id") if state is not None else None
+    if previous_run and previous_run != logger.run_id:
+        logger.continues(previous_run)  # link the runs; close the one a kill left open
     opt = task.cfg.optimizer
     if d.main:
         log.info("train: %s, %d classes, %d train / %d val clips, %d process(es) on %s, "
@@ -253,7 +265,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "history": history, "best_score": best_score, "best_epoch": best_epoch,
-                "reductions": reductions, "bad_epochs": bad,
+                "reductions": reductions, "bad_epochs": bad, "mlflow_run_id": logger.run_id,
             })  # fmt: skip
         if d.world > 1:
             torch.distributed.barrier()
