@@ -11,7 +11,6 @@ Randomness comes from ``(seed, epoch, index)``, so results do not depend on work
 
 from __future__ import annotations
 
-import csv
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,9 @@ from torch.utils.data import Dataset
 from emoflow.config import AugmentParams
 from emoflow.errors import InputError
 from emoflow.faces.store import FaceClip
+from emoflow.tables import read_table
 
+NO_MANIFEST = "no split manifest: run `emoflow split` first"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -40,17 +41,15 @@ class ClipRef:
 
 def read_manifest(manifest: Path, faces_dir: Path, classes: list[str]) -> list[ClipRef]:
     """Clips of a split manifest; labels as indices into ``classes``."""
-    if not manifest.exists():
-        raise InputError(manifest, "no split manifest: run `emoflow split` first")
     index = {c: i for i, c in enumerate(classes)}
     refs = []
-    with manifest.open(newline="", encoding="utf-8") as f:
-        for row_no, r in enumerate(csv.DictReader(f), start=2):
-            if r["label"] not in index:
-                raise InputError(manifest, f"label {r['label']!r} is not one of {classes}",
-                                 f"row {row_no}")  # fmt: skip
-            refs.append(ClipRef(r["trial_id"], r["participant"], index[r["label"]],
-                                faces_dir / r["file"], int(r.get("frames") or 0)))  # fmt: skip
+    rows = read_table(manifest, ("trial_id", "participant", "label", "file"), NO_MANIFEST)
+    for row_no, r in enumerate(rows, start=2):
+        if r["label"] not in index:
+            raise InputError(manifest, f"label {r['label']!r} is not one of {classes}",
+                             f"row {row_no}")  # fmt: skip
+        refs.append(ClipRef(r["trial_id"], r["participant"], index[r["label"]],
+                            faces_dir / r["file"], int(r.get("frames") or 0)))  # fmt: skip
     return refs
 
 

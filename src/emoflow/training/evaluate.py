@@ -5,7 +5,6 @@ The test split is read here and nowhere in training: the kept checkpoint was cho
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 from emoflow.config import Params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
-from emoflow.fsio import atomic_path, atomic_write_text
+from emoflow.fsio import atomic_write_text
+from emoflow.tables import write_table
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.metrics import flat_metrics, summarise_folds
 from emoflow.training.plots import plot_confusion, plot_curves
@@ -70,11 +70,9 @@ def evaluate_model(
 def _write_predictions(path: Path, refs: list, predictions: list[int], classes: list[str]
                        ) -> None:  # fmt: skip
     """Per-clip actual vs predicted, for DVC's confusion-matrix plot."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["trial_id", "actual", "predicted"])
-        for ref, pred in zip(refs, predictions, strict=True):
-            w.writerow([ref.trial_id, classes[ref.label], classes[pred]])
+    rows = [{"trial_id": ref.trial_id, "actual": classes[ref.label], "predicted": classes[pred]}
+            for ref, pred in zip(refs, predictions, strict=True)]  # fmt: skip
+    write_table(path, ("trial_id", "actual", "predicted"), rows)
 
 
 def _log_to_run(run_id: str | None, report: dict, files: list[Path]) -> None:

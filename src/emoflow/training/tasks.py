@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,6 @@ class FanTask:
     name = "fan"
 
     def build(self, num_classes: int) -> nn.Module:
-        from pathlib import Path
-
         pretrained = Path(self.cfg.pretrained) if self.cfg.pretrained else None
         return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
                          pretrained=pretrained)  # fmt: skip

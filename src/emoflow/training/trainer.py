@@ -24,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from emoflow.config import Params, TrainParams
-from emoflow.datasets.clips import ClipRef, read_manifest
+from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
+from emoflow.tables import read_table
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import all_sum, broadcast_object, init_distributed
 from emoflow.training.metrics import classification_report
@@ -71,12 +72,7 @@ def resolve_classes(configured: tuple[str, ...], faces_dir: Path, labels: set[st
 
 
 def _labels(manifest: Path) -> set[str]:
-    import csv
-
-    if not manifest.exists():
-        raise InputError(manifest, "no split manifest: run `emoflow split` first")
-    with manifest.open(newline="", encoding="utf-8") as f:
-        return {r["label"] for r in csv.DictReader(f)}
+    return {r["label"] for r in read_table(manifest, ("label",), NO_MANIFEST)}
 
 
 def lr_at(cfg_lr: float, milestones: dict[int, float], epoch: int, reductions: int,
