@@ -16,6 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: Rich markup would eat every "[...]" in help texts ("[start, end]",
+    # "[default: ...]") and label flags "<bool>".
+    rich_markup_mode=None,
 )
 
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", "-p", help="The params.yaml to read.")
