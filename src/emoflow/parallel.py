@@ -28,8 +28,26 @@ def parallel_map(fn: Callable[[J], R], jobs: Sequence[J], workers: int, desc: st
                  unit: str = "item") -> list[R]:  # fmt: skip
     """``[fn(j) for j in jobs]`` in order, on ``workers`` processes (0 = one per core)."""
     n = worker_count(workers, len(jobs))
-    if n == 1:
-        return [fn(j) for j in tqdm(jobs, desc=desc, unit=unit)]
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
-        return list(tqdm(pool.map(fn, jobs, chunksize=1), total=len(jobs), desc=desc, unit=unit))
+    # The bar is closed (its line ended) before an error propagates, so the CLI's `error:` line
+    # starts a line of its own instead of landing on the bar's.
+    with tqdm(total=len(jobs), desc=desc, unit=unit) as bar:
+        if n == 1:
+            out = []
+            for j in jobs:
+                out.append(fn(j))
+                bar.update()
+            return out
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(n, mp_context=ctx)
+        try:
+            out = []
+            for r in pool.map(fn, jobs, chunksize=1):
+                out.append(r)
+                bar.update()
+            return out
+        except BaseException:
+            # One failed job fails the stage: do not run the queued ones first.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)

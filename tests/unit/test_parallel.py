@@ -1,0 +1,38 @@
+"""``parallel_map``: a failing job closes the progress bar before its error reaches the user."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_cli_error_line_starts_its_own_line(tmp_path: Path, workers: int) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["segment"]["workers"] = workers
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    for p in ("p001", "p002"):
+        (sessions / f"{p}.mp4").write_bytes(b"not a video")
+    protocol = tmp_path / "protocol.csv"
+    protocol.write_text("participant,trial,emotion\np001,1,anger\np002,1,fear\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "emoflow.cli", "segment", "-p", str(tmp_path / "params.yaml"),
+         "--sessions", str(sessions), "--protocol", str(protocol), "--out",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "sessions:" in r.stderr  # the bar was shown
+    lines = r.stderr.split("\n")  # not splitlines(): the bar redraws itself after a "\r"
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
+    assert "p001.mp4" in errors[0] and "cannot open as a media file" in errors[0]
+    assert not (tmp_path / "out").exists()
