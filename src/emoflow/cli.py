@@ -252,8 +252,18 @@ def run() -> None:
     try:
         app()
     except EmoflowError as exc:
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _close_progress_bars() -> None:
+    """End the line of any bar the error interrupted: the traceback keeps its loop alive, so
+    it would not close by itself and the error would land on the bar's line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":
