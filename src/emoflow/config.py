@@ -271,6 +271,40 @@ class TrainParams(Strict):
     deep_emotion: DeepEmotionTrainParams = Field(default_factory=DeepEmotionTrainParams)
 
 
+class PipelineSyncParams(Strict):
+    """Where a retrain run's code and data come from, and where its outputs go."""
+
+    mode: Literal["workspace", "pull"] = Field(
+        "workspace", description="workspace: as it is; pull: git pull + dvc pull first"
+    )
+    git_remote: str = "origin"
+    branch: str = "main"
+    dvc_remote: str | None = Field(
+        None, description="DVC remote to pull from and push to; null: DVC's default remote"
+    )
+
+
+class PipelineTimeouts(Strict):
+    """Hours a step may take before the flow stops it (its whole process tree)."""
+
+    data: float = Field(12.0, gt=0.0, description="sync, validate, preprocess, evaluate, export")
+    train: float = Field(48.0, gt=0.0, description="each model's training")
+    release: float = Field(2.0, gt=0.0, description="convert, register, promote")
+
+
+class PipelineParams(Strict):
+    """The Prefect ``retrain`` flow (pipelines/retrain.py); a run's parameters override these."""
+
+    models: tuple[Literal["fan", "deep_emotion"], ...] = Field(
+        ("fan", "deep_emotion"), min_length=1
+    )
+    convert: bool = Field(True, description="TensorRT engines where a GPU and TensorRT exist")
+    promote_metric: Literal["uar", "war", "macro_f1"] = "uar"
+    promote_min_delta: float = Field(0.005, ge=0.0, le=1.0)
+    sync: PipelineSyncParams = Field(default_factory=PipelineSyncParams)
+    timeout_h: PipelineTimeouts = Field(default_factory=PipelineTimeouts)
+
+
 class Params(Strict):
     """All of ``params.yaml``."""
 
@@ -282,6 +316,7 @@ class Params(Strict):
     faces: FacesParams = Field(default_factory=FacesParams)
     split: SplitParams = Field(default_factory=SplitParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    pipeline: PipelineParams = Field(default_factory=PipelineParams)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -34,11 +34,17 @@ def _ran(log: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A new git + DVC repository holding the project's pipeline, at a small sample size."""
-    repo = tmp_path_factory.mktemp("repo")
+    return make_repo(tmp_path_factory.mktemp("repo"), tmp_path_factory.mktemp("remote"))
+
+
+def make_repo(repo: Path, remote: Path, folders: tuple[str, ...] = ("src",)) -> Path:
+    """A new git + DVC repository in ``repo`` holding the project's pipeline (and ``folders``)
+    at a small sample size, with ``remote`` as its default DVC remote. Also used by
+    test_pipeline_flow.py."""
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in folders:
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     # Three participants: the least a subject-independent train/val/test split can take.
     params["sample"].update(participants=3, trials_per_participant=7)
@@ -50,7 +56,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(repo, "git", "init", "-q")
     _run(repo, "dvc", "init", "-q")
     _run(repo, "dvc", "config", "core.analytics", "false")
-    remote = tmp_path_factory.mktemp("remote")
     _run(repo, "dvc", "remote", "add", "-d", "local", str(remote))
     return repo
 

@@ -1,0 +1,43 @@
+"""The release steps' decisions that need no Prefect: can we convert, is this model registered.
+
+A scheduled run with nothing new must not add a registry version per week: a model folder whose
+``model.pt`` a version already holds (its ``model.sha256`` tag) is that version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+from emoflow.training.checkpoint import MODEL_FILE
+
+
+def convert_unavailable() -> str | None:
+    """Why TensorRT engines cannot be built here, or None when a GPU and TensorRT are present."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here (torch.cuda.is_available() is False)"
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (pip install tensorrt-cu12 on the GPU machine)"
+    return None
+
+
+def model_sha256(model_dir: Path) -> str:
+    with (model_dir / MODEL_FILE).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None] | None:
+    """(name, version, run id) of the newest version holding ``model_dir``'s model.pt, if any."""
+    from emoflow.release.registry import client, registered_name
+
+    name = registered_name(arch)
+    sha = model_sha256(model_dir)
+    found = [v for v in client().search_model_versions(f"name = '{name}'")
+             if v.tags.get("model.sha256") == sha]  # fmt: skip
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return name, str(newest.version), newest.run_id
