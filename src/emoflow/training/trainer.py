@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
-from emoflow.config import Params, TrainParams
+from emoflow.config import FacesParams, Params, TrainParams
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
@@ -31,7 +30,7 @@ from emoflow.tables import read_table
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import all_sum, broadcast_object, init_distributed
 from emoflow.training.metrics import classification_report
-from emoflow.training.tasks import SkipCorrupt, Task, make_task, skipping
+from emoflow.training.tasks import Batch, SkipCorrupt, Task, make_task, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     if not train_refs or not val_refs:
         raise TrainingError(f"{splits_dir}: train and val manifests must both hold clips")
     _seed_everything(tp.seed)
-    model = task.build(len(classes)).to(d.device)
+    model = task.prepare(task.build(len(classes)).to(d.device), d.device)
     resume_from = _init_weights(model, tp, d.device)
     optimizer = _optimizer(model, task)
     use_amp = tp.amp and d.device.type == "cuda"
@@ -181,12 +180,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     if d.world > 1:
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
                                       None else None)  # fmt: skip
-    train_ds = SkipCorrupt(task.train_dataset(train_refs))
-    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
-                                 seed=tp.seed)  # fmt: skip
-    loader = DataLoader(train_ds, batch_size=task.cfg.batch_size, sampler=sampler,
-                        num_workers=tp.workers, collate_fn=skipping(task.collate),
-                        persistent_workers=tp.workers > 0, pin_memory=use_amp)  # fmt: skip
+    loader = train_loader(SkipCorrupt(task.train_dataset(train_refs)), task.cfg.batch_size,
+                          task.collate, workers=tp.workers, seed=tp.seed, world=d.world,
+                          rank=d.rank, pin_memory=d.device.type == "cuda")  # fmt: skip
     logger = logger if (logger is not None and d.main) else _NoLog()
     previous_run = state.get("mlflow_run_id") if state is not None else None
     if previous_run and previous_run != logger.run_id:
@@ -201,11 +197,14 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         for g in optimizer.param_groups:
             g["lr"] = lr
         torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
-        sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         net.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen, corrupted = 0.0, 0.0, 0.0, 0
+        # Sums stay on the device and are read once per epoch: a read per step would make the
+        # host wait for every step to finish before it could queue the next.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
+        correct = torch.zeros((), dtype=torch.float64, device=d.device)
+        seen, corrupted, last_batch = 0, 0, None
         for batch, skipped in loader:
             corrupted += skipped
             if corrupted > tp.allow_corrupted_samples:
@@ -213,21 +212,22 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                                     f"(train.allow_corrupted_samples: "
                                     f"{tp.allow_corrupted_samples})")  # fmt: skip
             if batch is None:
+                if d.world == 1:
+                    continue
+                # Under DDP every rank must step (the backward pass all-reduces): a rank whose
+                # batch was all unreadable steps on a stand-in with weight 0.
+                train_step(net, task, last_batch or task.placeholder(), optimizer, scaler,
+                           tp.grad_clip, d.device, use_amp, weight=0.0)  # fmt: skip
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=d.device.type, dtype=torch.float16, enabled=use_amp):
-                loss, n_correct = task.loss(net, batch, d.device)
-            scaler.scale(loss).backward()
-            if tp.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(net.parameters(), tp.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss, n_correct = train_step(net, task, batch, optimizer, scaler, tp.grad_clip,
+                                         d.device, use_amp)  # fmt: skip
             n = len(batch[-1])
-            loss_sum += float(loss.detach()) * n
-            correct += float(n_correct)
+            loss_sum += loss.double() * n
+            correct += n_correct
             seen += n
-        loss_sum, correct, seen, corrupted_all = all_sum([loss_sum, correct, seen, corrupted], d)
+            last_batch = batch
+        loss_sum, correct, seen, corrupted_all = all_sum(
+            [loss_sum.item(), correct.item(), seen, corrupted], d)  # fmt: skip
         seconds = time.perf_counter() - t0
         row: dict[str, float] = {"epoch": epoch + 1, "lr": lr,
                                  "train_loss": loss_sum / max(seen, 1),
@@ -256,7 +256,8 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                      row["val_loss"], row["val_war"], row["val_uar"], lr,
                      " *" if improved else "")  # fmt: skip
             if improved:
-                _save_model(ckpt_dir / ckpt.BEST, model_name, task, classes, model, epoch + 1, val)
+                _save_model(ckpt_dir / ckpt.BEST, model_name, task, classes, model, epoch + 1, val,
+                            params.faces)  # fmt: skip
             ckpt.save(last, {
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -273,10 +274,31 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE, model, d.main)
 
 
+def train_step(net: nn.Module, task: Task, batch: Batch, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, grad_clip: float, device: torch.device,
+               use_amp: bool, weight: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimiser step on ``batch``; returns the loss and the number correct, on the device
+    (reading them would wait for the step). ``weight`` 0 contributes nothing but still takes
+    part in DDP's all-reduce."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        loss, n_correct = task.loss(net, batch, device)
+    scaler.scale(loss * weight if weight != 1.0 else loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), n_correct
+
+
 def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn.Module,
-                epoch: int, val: dict[str, Any]) -> None:  # fmt: skip
+                epoch: int, val: dict[str, Any], faces: FacesParams) -> None:  # fmt: skip
     cfg = task.cfg
     ckpt.save(path, {
+        # The faces params the training data was made with: inference reads them back.
+        "preprocessing": faces.model_dump(exclude={"workers"}),
         "arch": name, "classes": classes, "model_config": task.model_config(),
         "state_dict": model.state_dict(), "epoch": epoch,
         "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},

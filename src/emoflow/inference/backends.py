@@ -1,0 +1,118 @@
+"""Backends behind one interface: ``run(frames, mask) -> (probabilities, weights)`` on numpy.
+
+- ``torch``: the clip graph in PyTorch (CUDA when available);
+- ``onnx``: ONNX Runtime on ``model.onnx`` (CUDA provider when installed, else the CPU one),
+  session options set for speed;
+- ``tensorrt``: a TensorRT engine (``emoflow.inference.trt``, imported only when asked for).
+
+``auto`` takes TensorRT when an engine is there and usable, else ONNX when ``model.onnx`` is
+there and current, else torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from emoflow.errors import EmoflowError
+from emoflow.inference.graph import INPUTS, load_clip_model
+from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_json
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = load_clip_model(spec).to(self.device)
+
+    @torch.inference_mode()
+    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(frames).to(self.device)
+        m = torch.from_numpy(mask).to(self.device)
+        probs, weights = self.model(x, m)
+        return probs.cpu().numpy(), weights.cpu().numpy()
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def onnx_session(path: os.PathLike | str, threads: int | None = None) -> Any:
+    """An ONNX Runtime session tuned for latency: all graph optimisations, one intra-op thread
+    per core, the CUDA provider first when this onnxruntime build has it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
+        problem = onnx_problem(spec)
+        if problem:
+            raise EmoflowError(problem)
+        self.session = onnx_session(spec.folder / ONNX_FILE, threads)
+        self.providers = self.session.get_providers()
+
+    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, weights = self.session.run(None, dict(zip(INPUTS, (frames, mask), strict=True)))
+        return probs, weights
+
+
+def onnx_problem(spec: ModelSpec) -> str | None:
+    """Why ``model.onnx`` cannot stand for ``model.pt`` (absent, or exported from another
+    model file), or None."""
+    onnx, export = spec.folder / ONNX_FILE, read_json(spec.folder / EXPORT_JSON)
+    if not onnx.exists() or export is None:
+        return f"{spec.folder}: no {ONNX_FILE} / {EXPORT_JSON}: run `emoflow export` first"
+    if export.get("source_sha256") != file_sha256(spec.model_file):
+        return (f"{onnx} was exported from another {spec.model_file.name} (retrained since?): "
+                "run `emoflow export` again")  # fmt: skip
+    return None
+
+
+def open_backend(name: str, spec: ModelSpec) -> Backend:
+    """The backend ``name`` (see the module doc for ``auto``)."""
+    if name not in BACKENDS:
+        raise EmoflowError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    if name == "torch":
+        return TorchBackend(spec)
+    if name == "onnx":
+        return OnnxBackend(spec)
+    from emoflow.inference import trt
+
+    if name == "tensorrt":
+        return trt.TensorRTBackend(spec)
+    why = trt.unusable(spec)
+    if why is None:
+        return trt.TensorRTBackend(spec)
+    problem = onnx_problem(spec)
+    if problem is None:
+        return OnnxBackend(spec)
+    log.info("backend auto: torch (%s)", problem)
+    return TorchBackend(spec)

@@ -1,0 +1,301 @@
+"""The inference core: a video → the faces stage's own code → the model → a clip result.
+
+Every consumer (``emoflow predict``, the BentoML service, ``promote``, the benchmarks) goes
+through :class:`Predictor`; the preprocessing is the one recorded in the model folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from emoflow.errors import EmoflowError, InputError
+from emoflow.faces.align import landmark_box
+from emoflow.faces.pipeline import ClipFaces, process_frames
+from emoflow.faces.store import FaceClip
+from emoflow.inference.backends import Backend, open_backend
+from emoflow.inference.graph import clip_inputs
+from emoflow.inference.model_dir import ModelSpec, read_spec
+from emoflow.inference.schema import ClipResult, FrameResult, ModelRef, Timings
+from emoflow.media.video import iter_frames, probe
+
+log = logging.getLogger(__name__)
+
+VideoInput = str | Path | bytes | Sequence[np.ndarray]
+
+
+class NoFaceError(EmoflowError):
+    """The clip has too few frames with a face to be classified (as the faces stage rules)."""
+
+    def __init__(self, what: str, found: int, decoded: int, needed: int) -> None:
+        self.what, self.found, self.decoded, self.needed = what, found, decoded, needed
+        super().__init__(f"no usable face in {what}: face in {found} of {decoded} frames "
+                         f"(faces.min_face_frames: {needed})")  # fmt: skip
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.what, self.found, self.decoded, self.needed))
+
+
+class Predictor:
+    """A model folder behind a backend; see ``from_dir`` / ``from_uri``."""
+
+    batch_size = 16  # clips per model call in predict_face_batches
+
+    def __init__(self, spec: ModelSpec, backend: Backend, ref: ModelRef) -> None:
+        self.spec = spec
+        self._backend = backend
+        self.ref = ref
+
+    @classmethod
+    def from_dir(cls, folder: Path | str, backend: str = "auto", *, name: str | None = None,
+                 version: str | None = None, alias: str | None = None) -> Predictor:  # fmt: skip
+        spec = read_spec(Path(folder))
+        impl = open_backend(backend, spec)
+        ref = ModelRef(name=name or spec.arch, version=version, alias=alias, backend=impl.name)
+        log.info("predictor: %s (%s) from %s on %s", ref.name, spec.arch, folder, impl.name)
+        return cls(spec, impl, ref)
+
+    @classmethod
+    def from_uri(cls, uri: str, backend: str = "auto") -> Predictor:
+        """A registered version (``models:/emoflow-fan@champion``, ``models:/emoflow-fan/3``),
+        downloaded through MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``)."""
+        from emoflow.release.registry import download_version
+
+        name, version, alias = parse_model_uri(uri)
+        folder = download_version(uri)
+        if version is None and alias is not None:
+            version = _alias_version(name, alias)
+        return cls.from_dir(folder, backend, name=name, version=version, alias=alias)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.spec.preprocessing.model_dump()
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.ref.model_dump(), "arch": self.spec.arch, "classes": self.classes,
+                "image_size": self.spec.image_size, "grayscale": self.spec.grayscale,
+                "preprocessing": self.preprocessing, "folder": str(self.spec.folder),
+                "providers": getattr(self._backend, "providers", None)}  # fmt: skip
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    def predict_video(self, video: VideoInput, fps: float | None = None,
+                      name: str | None = None) -> ClipResult:  # fmt: skip
+        """Decode, find and align faces (the faces stage's code and recorded params), classify.
+
+        ``video``: a path, the bytes of a video file, or decoded RGB uint8 frames (then ``fps``
+        gives the frames' times). Raises InputError for what is not a readable video and
+        NoFaceError when too few frames hold a face.
+        """
+        found = find_faces(self.spec, video, fps, name)
+        return found.result(self.predict_faces(found.chips))
+
+    def predict_faces(self, chips: Sequence[np.ndarray]) -> ClipResult:
+        """One clip of aligned face chips (RGB uint8, or grayscale as read from a face file)."""
+        return self.predict_face_batches([chips])[0]
+
+    def predict_face_batches(self, clips: Sequence[Sequence[np.ndarray]]) -> list[ClipResult]:
+        """Several clips' chips, ``batch_size`` clips per model call (padded and masked)."""
+        out: list[ClipResult] = []
+        for start in range(0, len(clips), self.batch_size):
+            chunk = [list(c) for c in clips[start : start + self.batch_size]]
+            for i, c in enumerate(chunk):
+                if not c:
+                    raise EmoflowError(f"clip {start + i} has no face chips")
+            t0 = time.perf_counter()
+            probs, weights = self._backend.run(*clip_inputs(chunk, self.spec))
+            ms = 1e3 * (time.perf_counter() - t0) / len(chunk)
+            for row, (chips, p) in enumerate(zip(chunk, probs, strict=True)):
+                frames = [FrameResult(index=i, weight=float(weights[row, i]))
+                          for i in range(len(chips))]  # fmt: skip
+                out.append(self._result(p, frames, len(chips), len(chips),
+                                        Timings(model=ms, total=ms)))  # fmt: skip
+        return out
+
+    def predict_face_files(self, paths: Iterable[Path]) -> list[ClipResult]:
+        """Clips from face files (``emoflow faces`` output), read exactly as evaluation reads
+        them: what ``promote`` scores a model with."""
+        clips = []
+        for p in paths:
+            with FaceClip(p) as fc:
+                clips.append(fc.frames(grayscale=self.spec.grayscale))
+        return self.predict_face_batches(clips)
+
+    def _result(self, probs: np.ndarray, frames: list[FrameResult], found: int, decoded: int,
+                timings: Timings) -> ClipResult:  # fmt: skip
+        top = int(np.argmax(probs))
+        return ClipResult(label=self.classes[top], confidence=float(probs[top]),
+                          probabilities={c: float(v) for c, v in zip(self.classes, probs,
+                                                                      strict=True)},
+                          frames=frames, faces_found=found, frames_decoded=decoded,
+                          model=self.ref, timings_ms=timings)  # fmt: skip
+
+
+@dataclass
+class FoundFaces:
+    """The faces half of ``predict_video``: chips as the model reads them and where they were.
+
+    The service finds faces in its CPU workers and scores the chips in its model service."""
+
+    what: str
+    chips: list[np.ndarray]
+    frames: list[FrameResult]  # the selected frames' index, time, box, detector (no weight yet)
+    faces_found: int
+    frames_decoded: int
+    timings: Timings  # decode and faces
+
+    def result(self, scored: ClipResult) -> ClipResult:
+        """The model's result on ``chips``, with the frames' places and all the timings."""
+        frames = [f.model_copy(update={"weight": s.weight})
+                  for f, s in zip(self.frames, scored.frames, strict=True)]  # fmt: skip
+        t = self.timings
+        timings = Timings(decode=t.decode, faces=t.faces, model=scored.timings_ms.model,
+                          total=t.decode + t.faces + scored.timings_ms.model)  # fmt: skip
+        return scored.model_copy(update={"frames": frames, "faces_found": self.faces_found,
+                                         "frames_decoded": self.frames_decoded,
+                                         "timings_ms": timings})  # fmt: skip
+
+
+def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
+               name: str | None = None) -> FoundFaces:  # fmt: skip
+    """Decode ``video`` and find, align and select its faces with ``spec``'s preprocessing.
+
+    Raises InputError for what is not a readable video, NoFaceError for too few faces."""
+    t0 = time.perf_counter()
+    pre = spec.preprocessing
+    with _decoded(video, fps, name) as (frames, rate, what):
+        timed = _Timed(frames)
+        faces = process_frames(timed, pre)
+    t1 = time.perf_counter()
+    if faces.frames_decoded == 0:
+        raise InputError(what, "no video frame could be decoded")
+    if len(faces.points) < pre.min_face_frames:
+        raise NoFaceError(what, len(faces.points), faces.frames_decoded, pre.min_face_frames)
+    # The model learnt from chips as the faces stage stores them: JPEG at its quality.
+    chips = [as_stored(c, pre.jpeg_quality, spec.grayscale) for c in faces.chips]
+    frames_out = [FrameResult(index=i, time_s=i / rate if rate else None, box=_box(faces, i),
+                              detector=faces.sources.get(i), weight=0.0)
+                  for i in faces.selected]  # fmt: skip
+    timings = Timings(decode=1e3 * timed.seconds, faces=1e3 * (t1 - t0 - timed.seconds))
+    return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings)
+
+
+def as_stored(chip: np.ndarray, quality: int, grayscale: bool) -> np.ndarray:
+    """A chip as written to a face file and read back by the datasets (JPEG, then RGB or gray)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(chip, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    if not ok:
+        raise EmoflowError("cannot encode a face chip as JPEG")
+    if grayscale:
+        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _box(faces: ClipFaces, i: int) -> tuple[float, float, float, float]:
+    """The frame's face box: the pipeline's own when it keeps them, else the landmarks' box."""
+    boxes = getattr(faces, "boxes", None)
+    b = boxes.get(i) if boxes else None
+    if b is None:
+        b = landmark_box(faces.points[i])
+    if hasattr(b, "left"):
+        return (float(b.left), float(b.top), float(b.right), float(b.bottom))
+    x0, y0, x1, y1 = b
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
+class _Timed:
+    """An iterator that adds up the time spent producing items (decoding, here)."""
+
+    def __init__(self, items: Iterable[np.ndarray]) -> None:
+        self._it = iter(items)
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        t = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+@contextmanager
+def _decoded(video: VideoInput, fps: float | None, name: str | None
+             ) -> Iterator[tuple[Iterable[np.ndarray], float | None, str]]:  # fmt: skip
+    """RGB frames of ``video``, its frame rate and a name for messages."""
+    if isinstance(video, (str, Path)):
+        info = probe(video)  # InputError: not a media file / no video stream
+        yield iter_frames(video, rgb=True), fps or info.fps or None, name or str(video)
+        return
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        if not len(video):
+            raise InputError(name or "<upload>", "empty file")
+        with tempfile.NamedTemporaryFile(suffix=Path(name or "clip.mp4").suffix or ".mp4") as f:
+            f.write(video)
+            f.flush()
+            what = name or "<upload>"
+            try:
+                info = probe(f.name)
+            except InputError as exc:
+                raise InputError(what, exc.rule) from None
+            yield _renamed(iter_frames(f.name, rgb=True), what), fps or info.fps or None, what
+        return
+    frames = list(video)
+    for k, f in enumerate(frames):
+        if not (isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3
+                and f.shape[2] == 3):  # fmt: skip
+            raise InputError(name or "<frames>", "frames must be RGB uint8 (H, W, 3) arrays",
+                             f"frame {k}")  # fmt: skip
+    yield frames, fps, name or "<frames>"
+
+
+def _renamed(frames: Iterator[np.ndarray], what: str) -> Iterator[np.ndarray]:
+    """Decode errors of a temp file name the upload instead."""
+    try:
+        yield from frames
+    except InputError as exc:
+        raise InputError(what, exc.rule) from None
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` → (name, version, alias)."""
+    if not uri.startswith("models:/"):
+        raise EmoflowError(f"{uri}: not a model URI (models:/<name>@<alias> or "
+                           "models:/<name>/<version>)")  # fmt: skip
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, None, alias
+    name, _, version = rest.partition("/")
+    return name, version or None, None
+
+
+def _alias_version(name: str, alias: str) -> str | None:
+    try:
+        from mlflow import MlflowClient
+
+        from emoflow.tracking.mlflow_utils import tracking_uri
+
+        return str(MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version)
+    except Exception as exc:  # the folder is already here; the number is only a label
+        log.warning("cannot resolve %s@%s to a version number: %s", name, alias, exc)
+        return None

@@ -1,0 +1,42 @@
+"""What a prediction returns: pydantic models shared by the CLI, the service and promote."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class FrameResult(BaseModel):
+    """One selected frame: where the face was and how much it weighed in the decision."""
+
+    index: int = Field(description="frame index in the video (position in the list for faces)")
+    time_s: float | None = Field(None, description="index / fps; None when the fps is unknown")
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="face box (x0, y0, x1, y1) in the original video's pixels"
+    )
+    detector: str | None = Field(None, description="hog, hog_clahe, cnn or tracked")
+    weight: float = Field(description="share of the clip decision (the clip's weights sum to 1)")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str | None = None
+    alias: str | None = None
+    backend: str
+
+
+class Timings(BaseModel):
+    decode: float = 0.0
+    faces: float = 0.0
+    model: float = 0.0
+    total: float = 0.0
+
+
+class ClipResult(BaseModel):
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    frames: list[FrameResult]
+    faces_found: int = Field(description="frames in which a face was found (or chips given)")
+    frames_decoded: int
+    model: ModelRef
+    timings_ms: Timings = Field(default_factory=Timings)
