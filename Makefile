@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.emoflow-installed
 
-.PHONY: install demo test test-all lint sheet clean-data label-env
+.PHONY: install demo test test-all lint sheet clean-data label-env pipeline-up pipeline-down
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ lint: install
 
 sheet: install          ## the README's contact sheet of one sample participant
 	$(BIN)/emoflow contact-sheet --participant p001 --out docs/img/sample_contact_sheet.png
+
+# The retrain flow in a local Prefect (docs/pipelines.md): server with embedded sqlite on
+# 127.0.0.1:4200 (state and logs in .prefect/), the process work pool, the weekly `retrain`
+# deployment of pipelines/prefect.yaml and a worker; pipeline-down stops both by their PIDs.
+pipeline-up: install    ## Prefect server + worker + retrain deployment; UI at http://127.0.0.1:4200
+	$(BIN)/python -m emoflow.orchestration.local up
+
+pipeline-down:          ## stop the Prefect server and worker that pipeline-up started
+	$(BIN)/python -m emoflow.orchestration.local down
 
 clean-data:
 	rm -rf data/ .dvc/tmp/runs
