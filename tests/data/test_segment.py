@@ -63,9 +63,14 @@ def _with_extra_trial(small_sample: Path, tmp_path: Path) -> Path:
 def test_mismatch_fails_by_default_and_writes_nothing(small_sample: Path, tmp_path: Path) -> None:
     protocol = _with_extra_trial(small_sample, tmp_path)
     out = tmp_path / "trials"
-    with pytest.raises(SegmentError, match=r"p002 .*7 trigger beeps detected, protocol lists 8"):
+    with pytest.raises(SegmentError, match=r"p002 .*7 trigger beeps detected, protocol lists 8"
+                       ) as err:  # fmt: skip
         segment_sessions(small_sample / "raw" / "sessions", protocol, out, SegmentParams())
     assert not out.exists()
+    # The extra row is named, not blamed on a missing beep at an ordinary gap.
+    assert f"most likely the protocol has extra rows (p002 trial 8 at row 23 of {protocol})" in (
+        str(err.value))
+    assert "beep is probably missing" not in str(err.value)
 
 
 def test_mismatch_can_skip_the_participant(small_sample: Path, tmp_path: Path) -> None:
@@ -104,3 +109,89 @@ def test_bad_protocol_names_the_row(small_sample: Path, tmp_path: Path, text: st
     with pytest.raises(InputError, match=re.escape(rule)):
         segment_sessions(small_sample / "raw" / "sessions", protocol, tmp_path / "o",
                          SegmentParams())  # fmt: skip
+
+
+def _remux(src: Path, dst: Path, fmt: str, options: dict[str, str] | None = None) -> None:
+    """Copy the streams of ``src`` into another container, no re-encoding."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=options or {}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams
+                   if s.type in ("video", "audio")}  # fmt: skip
+        for packet in i.demux():
+            if packet.dts is None or packet.stream.index not in streams:
+                continue
+            packet.stream = streams[packet.stream.index]
+            o.mux(packet)
+
+
+def _cut_short(src: Path, dst: Path, seconds: float) -> None:
+    """A ``+faststart`` MP4 (index at the front) that lost its end: it still opens."""
+    full = dst.with_name("full.mp4")
+    _remux(src, full, "mp4", {"movflags": "+faststart"})
+    data = full.read_bytes()
+    dst.write_bytes(data[: round(len(data) * seconds / probe(full).duration_s)])
+    full.unlink()
+
+
+def _protocol_of(small_sample: Path, tmp_path: Path, participants: set[str]) -> Path:
+    rows = [r for r in _rows(small_sample / "raw" / "protocol.csv")
+            if r["participant"] in participants]  # fmt: skip
+    path = tmp_path / "protocol.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_a_session_cut_short_is_named_not_a_missing_beep(small_sample: Path, tmp_path: Path
+                                                        ) -> None:  # fmt: skip
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    _cut_short(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.mp4", 37.0)
+    protocol = _protocol_of(small_sample, tmp_path, {"p001"})
+    with pytest.raises(SegmentError) as err:
+        segment_sessions(sessions, protocol, tmp_path / "out", SegmentParams(workers=1))
+    text = str(err.value)
+    assert re.search(r"5 trigger beeps detected, protocol lists 7 trials; most likely the "
+                     r"recording is cut short: its audio decodes to 3\d\.\d s of the 62\.2 s",
+                     text), text  # fmt: skip
+    assert f"p001 trials 6, 7 at rows 7, 8 of {protocol}" in text
+    assert "beep is probably missing" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_sessions_are_found_in_any_case_and_common_containers(
+        small_sample: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    truth = {r["trial_id"]: r for r in _rows(small_sample / "sample_truth" / "trials.csv")}
+    last = max(float(t["onset_s"]) for t in truth.values() if t["participant"] == "p001")
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    # p001: a camera's upper-case .MP4, cut short inside its last trial; p002: Matroska.
+    _cut_short(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.MP4", last + 3)
+    _remux(small_sample / "raw" / "sessions" / "p002.mp4", sessions / "p002.Mkv", "matroska")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        rows = segment_sessions(sessions, _protocol_of(small_sample, tmp_path, {"p001", "p002"}),
+                                out, SegmentParams(workers=1))  # fmt: skip
+    assert [r["trial_id"] for r in rows] == [t for t in truth if t[:4] in ("p001", "p002")]
+    for r in rows:
+        assert abs(float(r["beep_s"]) - float(truth[r["trial_id"]]["onset_s"])) <= 1 / 30
+    frames = {r["trial_id"]: r["frames"] for r in rows}
+    assert 30 < frames["p001_007"] < 180 and frames["p002_007"] == 180
+    assert len(list(iter_frames(out / "p001_007.mp4"))) == frames["p001_007"]
+    short = [m for m in caplog.messages if "p001_007" in m]
+    assert len(short) == 1 and "the file is cut short" in short[0], caplog.messages
+
+
+def test_a_missing_sessions_folder_is_named(small_sample: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="the sessions folder does not exist") as err:
+        segment_sessions(tmp_path / "nope", small_sample / "raw" / "protocol.csv",
+                         tmp_path / "out", SegmentParams())  # fmt: skip
+    assert "disagree" not in str(err.value)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no session recordings in the folder"):
+        segment_sessions(tmp_path / "empty", small_sample / "raw" / "protocol.csv",
+                         tmp_path / "out", SegmentParams())  # fmt: skip

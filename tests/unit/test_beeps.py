@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from emoflow.config import SegmentParams
-from emoflow.ingest.beeps import describe_mismatch, detect_beeps
+from emoflow.ingest.beeps import Beep, describe_mismatch, detect_beeps
 from emoflow.sample.audio import _vowel, tone
 
 SR = 48000
@@ -70,3 +70,26 @@ def test_mismatch_points_at_the_gap() -> None:
     text = describe_mismatch(beeps, 5)
     assert text.startswith("4 trigger beeps detected, protocol lists 5 trials")
     assert "after the beep at 19.00 s" in text
+
+
+def _beeps(onsets: list[float]) -> list[Beep]:
+    return [Beep(t, 0.2, 30.0, 0.9) for t in onsets]
+
+
+@pytest.mark.parametrize(
+    ("onsets", "decoded_s", "declared_s", "says"),
+    [
+        ([1, 10, 19, 28], 36.0, 62.0, "most likely the recording is cut short: its audio "
+                                      "decodes to 36.0 s of the 62.0 s"),
+        ([1, 10, 19, 37], 45.0, 45.0, "a beep is probably missing there"),
+        ([1, 10, 19, 28], 35.5, 35.5, "most likely the protocol has extra rows (row 6)"),
+        ([1, 10, 19, 28], 60.0, 60.0, "either the protocol has extra rows (row 6) or the beeps "
+                                      "there were not detected"),
+        ([1], 60.0, 60.0, "too few beeps to compare gaps"),
+    ],
+)  # fmt: skip
+def test_mismatch_names_its_most_likely_cause(onsets: list[float], decoded_s: float,
+                                              declared_s: float, says: str) -> None:  # fmt: skip
+    text = describe_mismatch(_beeps(onsets), 5, decoded_s, declared_s, 6.0, "row 6")
+    assert says in text, text
+    assert text.count("most likely") <= 1

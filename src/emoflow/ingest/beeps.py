@@ -16,6 +16,8 @@ import numpy as np
 from emoflow.config import SegmentParams
 
 BRIDGE_S = 0.025
+CUT_SHORT_S = 0.5  # decoded audio this much shorter than declared: the file lost its end
+MISSING_GAP = 1.5  # a gap this many times the typical one: a beep was missed inside it
 
 
 @dataclass(frozen=True)
@@ -87,22 +89,59 @@ def detect_beeps(audio: np.ndarray, sr: int, params: SegmentParams) -> list[Beep
     return beeps
 
 
-def describe_mismatch(beeps: list[Beep], n_trials: int) -> str:
-    """Where the count of beeps and trials parts ways: the unusual gaps, for a human to check."""
+def cut_short(decoded_s: float, declared_s: float) -> bool:
+    """Whether a file decodes to clearly less than its container declares (0: unknown)."""
+    return declared_s > 0 and declared_s - decoded_s > max(CUT_SHORT_S, 0.01 * declared_s)
+
+
+def describe_mismatch(beeps: list[Beep], n_trials: int, decoded_s: float | None = None,
+                      declared_s: float = 0.0, clip_s: float = 6.0, unbeeped: str = "") -> str:
+    """Why the count of beeps and trials parts ways, most likely cause first, for a human.
+
+    Fewer beeps than trials has three usual causes, told apart by the recording itself:
+    the file is cut short (its audio decodes to less than the container declares: a
+    ``+faststart`` MP4 whose end was lost still opens), a beep inside the session was missed
+    (one gap between beeps is unusually long), or the protocol lists trials the session never
+    had (the gaps are regular and the recording ends with no room for more). ``decoded_s`` is
+    the decoded audio's length, ``declared_s`` the container's duration (0: unknown), and
+    ``unbeeped`` names the protocol rows the beeps do not reach (the last ones).
+    """
     onsets = [b.onset_s for b in beeps]
     text = f"{len(beeps)} trigger beeps detected, protocol lists {n_trials} trials"
-    if len(onsets) >= 3:
-        gaps = np.diff(onsets)
-        typical = float(np.median(gaps))
-        if len(beeps) < n_trials:
+    gaps = np.diff(onsets)
+    typical = float(np.median(gaps)) if gaps.size >= 2 else None
+    lost = declared_s - decoded_s if decoded_s is not None else 0.0
+    rows = f" ({unbeeped})" if unbeeped else ""
+    if len(beeps) < n_trials:
+        k = n_trials - len(beeps)
+        more = f"{k} trial{'s' if k > 1 else ''}"
+        tail = (decoded_s - onsets[-1] if onsets else decoded_s) if decoded_s is not None else None
+        if decoded_s is not None and cut_short(decoded_s, declared_s):
+            text += (f"; most likely the recording is cut short: its audio decodes to "
+                     f"{decoded_s:.1f} s of the {declared_s:.1f} s its container declares (a "
+                     f"truncated file?), and the last {more}{rows} fell in the lost "
+                     f"{lost:.1f} s: recover the whole file")  # fmt: skip
+        elif typical is not None and gaps.max() >= MISSING_GAP * typical:
             i = int(np.argmax(gaps))
             text += (f"; longest gap {gaps[i]:.1f} s after the beep at {onsets[i]:.2f} s "
                      f"(typical {typical:.1f} s): a beep is probably missing there")  # fmt: skip
+        elif typical is not None and tail is not None and tail < 0.75 * k * typical + clip_s:
+            text += (f"; the gaps between beeps are regular (typical {typical:.1f} s) and the "
+                     f"complete recording ends {tail:.1f} s after the last beep, with no room "
+                     f"for {more} more: most likely the protocol has extra rows{rows}")  # fmt: skip
+        elif typical is not None:
+            text += (f"; the gaps between beeps are regular (typical {typical:.1f} s) but the "
+                     f"recording goes on for {tail:.1f} s after the last beep: either the "
+                     f"protocol has extra rows{rows} or the beeps there were not detected "
+                     f"(check segment.band_hz and segment.min_level_db)")  # fmt: skip
         else:
-            i = int(np.argmin(gaps))
-            text += (
-                f"; shortest gap {gaps[i]:.1f} s between beeps at {onsets[i]:.2f} s and "
-                f"{onsets[i + 1]:.2f} s (typical {typical:.1f} s): probably an extra beep"
-            )
+            text += ("; too few beeps to compare gaps: check segment.band_hz and "
+                     "segment.min_level_db against the trigger tone")  # fmt: skip
+    elif typical is not None:
+        i = int(np.argmin(gaps))
+        text += (
+            f"; shortest gap {gaps[i]:.1f} s between beeps at {onsets[i]:.2f} s and "
+            f"{onsets[i + 1]:.2f} s (typical {typical:.1f} s): probably an extra beep"
+        )
     shown = ", ".join(f"{t:.2f}" for t in onsets[:40])
     return f"{text}; beeps at [{shown}{', ...' if len(onsets) > 40 else ''}] s"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from emoflow.errors import InputError
@@ -16,6 +16,7 @@ class ProtocolTrial:
     participant: str
     trial: int
     emotion: str
+    row: int = field(default=0, compare=False)  # its line in protocol.csv (header = 1)
 
     @property
     def trial_id(self) -> str:
@@ -54,8 +55,17 @@ def read_protocol(path: str | Path) -> dict[str, list[ProtocolTrial]]:
                 raise InputError(path, f"trial {trial} of {participant} listed twice", where)
             seen.add((participant, trial))
             out.setdefault(participant, []).append(
-                ProtocolTrial(participant, trial, (row["emotion"] or "").strip())
+                ProtocolTrial(participant, trial, (row["emotion"] or "").strip(), row_no)
             )
     for trials in out.values():
         trials.sort(key=lambda t: t.trial)
     return out
+
+
+def describe_rows(trials: list[ProtocolTrial], path: str | Path) -> str:
+    """``p002 trial 8 at row 23 of protocol.csv``: where a user finds the trials in the file."""
+    rows = ", ".join(str(t.row) for t in trials)
+    names = ", ".join(str(t.trial) for t in trials)
+    many = "s" if len(trials) > 1 else ""
+    return (f"{trials[0].participant} trial{many} {names} at row{many} {rows} of {path}"
+            if trials else "none")
