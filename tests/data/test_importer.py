@@ -259,4 +259,57 @@ def test_static_images_are_clips_and_folds_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--folds 1"):
         import_dataset(tmp_path / "raw", tmp_path / "out", params, opts, folds=1)
     rows = import_dataset(tmp_path / "raw", tmp_path / "out", params, opts)
-    assert [r["excluded"] != "" for r in rows] == [True] * 3  # 1 frame < min_face_frames 3
+    # min_face_frames: 3 (the default) cannot apply to one image: --static sets it to 1.
+    assert params.faces.min_face_frames == 3
+    assert [r["excluded"] for r in rows] == [""] * 3
+
+
+def test_static_photos_with_detection_are_imported(tmp_path: Path) -> None:
+    """The default params (min_face_frames: 3) used to exclude every image and exit 0."""
+    _png(tmp_path / "raw" / "surprise" / "p1_astronaut.png", skimage.data.astronaut())
+    _png(tmp_path / "raw" / "happiness" / "p2_grace.png", _grace())
+    rows = import_dataset(tmp_path / "raw", tmp_path / "out", load_params(_params(tmp_path, 48)),
+                          ImportOptions(r"^(p\d+)_", static=True))  # fmt: skip
+    assert [(r["trial_id"], r["frames_decoded"], r["frames_with_face"], r["excluded"])
+            for r in rows] == [("p2_grace", 1, 1, ""), ("p1_astronaut", 1, 1, "")]  # fmt: skip
+    assert len(_rows(tmp_path / "out")) == 2
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "cropped", "says"),
+    [
+        (2, True, "no clip has more than 2 frames, fewer than faces.min_face_frames (3): set "
+                  "faces.min_face_frames: 2 in the params file"),
+        (3, False, "no clip shows a face in enough frames: if the frames are already cropped "
+                   "faces, add --cropped"),
+    ],
+)  # fmt: skip
+def test_every_clip_excluded_fails_saying_why(tmp_path: Path, n_frames: int, cropped: bool,
+                                              says: str) -> None:  # fmt: skip
+    images = (_frames(skimage.data.coffee(), n_frames) if not cropped else
+              list((skimage.data.lfw_subset()[:n_frames] * 255).astype(np.uint8)))  # fmt: skip
+    for k, f in enumerate(images):
+        _png(tmp_path / "raw" / "fear" / f"s1_seq_{k}.png", f)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"all 1 clips excluded, nothing imported") as err:
+        import_dataset(tmp_path / "raw", out, load_params(_params(tmp_path, 32)),
+                       ImportOptions(r"^(s\d+)_", cropped=cropped))  # fmt: skip
+    assert says in str(err.value), str(err.value)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_too_few_subjects_for_folds_fail_before_any_face_work(tmp_path: Path) -> None:
+    faces = (skimage.data.lfw_subset()[:4] * 255).astype(np.uint8)
+    for k, f in enumerate(faces):
+        _png(tmp_path / "raw" / "happy" / f"p{k % 2 + 1}_{k}.png", f)
+    # Face work on this file would fail: the folds error must come first.
+    (tmp_path / "raw" / "happy" / "p1_9.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"--folds 2: 2 participants cannot fill train/val/test"
+                       r".*--subject-regex found 2 subjects: p1, p2\); nothing imported"):
+        import_dataset(tmp_path / "raw", out, load_params(_params(tmp_path, 32)),
+                       ImportOptions(r"^(p\d+)_", cropped=True, static=True), folds=2)
+    assert not out.exists()
+    with pytest.raises(InputError, match="cannot read as an image"):  # without folds: face work
+        import_dataset(tmp_path / "raw", out, load_params(_params(tmp_path, 32)),
+                       ImportOptions(r"^(p\d+)_", cropped=True, static=True))

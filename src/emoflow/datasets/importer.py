@@ -363,6 +363,50 @@ def _check_folds(folds: int, root: Path) -> None:
         raise InputError(root, f"--folds {folds}: must be 0 (none) or at least 2")
 
 
+def _check_split_plan(clips: list[SourceClip], params: Params, folds: int, root: Path) -> None:
+    """With ``--folds``, the splits the found subjects allow, checked before any face work.
+
+    Clips excluded later can still spoil them; too few subjects should not cost an hour first.
+    """
+    if not folds:
+        return
+    from emoflow.datasets.splits import plan_splits
+
+    rows = [{"trial_id": c.trial_id, "participant": c.subject, "label": c.label} for c in clips]
+    try:
+        plan_splits(rows, params.split.model_copy(update={"folds": folds}))
+    except InputError as exc:
+        subjects = sorted({c.subject for c in clips}, key=natural_key)
+        shown = ", ".join(subjects[:10]) + (", ..." if len(subjects) > 10 else "")
+        raise InputError(root, f"--folds {folds}: {exc.rule} (--subject-regex found "
+                         f"{len(subjects)} subjects: {shown}); nothing imported") from None
+
+
+def static_params(fp: FacesParams, opts: ImportOptions) -> FacesParams:
+    """``--static``: a clip is one image, so one frame with a face is all a clip can have."""
+    if opts.static and fp.min_face_frames > 1:
+        log.info("import --static: each clip is one image: faces.min_face_frames %d -> 1",
+                 fp.min_face_frames)  # fmt: skip
+        return fp.model_copy(update={"min_face_frames": 1})
+    return fp
+
+
+def _check_some_kept(rows: list[dict[str, Any]], root: Path, fp: FacesParams) -> None:
+    """A run that excludes every clip imports nothing: say why and what to change."""
+    if not rows or any(not r["excluded"] for r in rows):
+        return
+    longest = max(r["frames_decoded"] for r in rows)
+    if longest < fp.min_face_frames:
+        hint = (f"no clip has more than {longest} frames, fewer than faces.min_face_frames "
+                f"({fp.min_face_frames}): set faces.min_face_frames: {max(longest, 1)} in the "
+                "params file (-p)")  # fmt: skip
+    else:
+        hint = ("no clip shows a face in enough frames: if the frames are already cropped "
+                "faces, add --cropped; else lower faces.min_face_frames or check the images")
+    raise InputError(root, f"all {len(rows)} clips excluded, nothing imported (e.g. "
+                     f"{rows[0]['trial_id']}: {rows[0]['excluded']}): {hint}")  # fmt: skip
+
+
 def _summary(found: _Found, rows: list[dict[str, Any]], out: Path) -> None:
     per_label = Counter(c.label for c in found.clips)
     excluded = [r for r in rows if r["excluded"]]
@@ -390,13 +434,15 @@ def import_dataset(root: Path, out: Path, params: Params, opts: ImportOptions,
     found = find_clips(Path(root), opts)
     clips = assign_ids(found.clips, rx)
     found.clips = clips
+    _check_split_plan(clips, params, folds, root)
     classes = order_classes({c.label for c in clips}, params.classes)
-    fp = params.faces
+    fp = static_params(params.faces, opts)
     workers = min(fp.workers or os.cpu_count() or 1, len(clips))
     log.info("import: %d clips under %s (%s mode), classes %s, %d workers", len(clips), root,
              "cropped" if opts.cropped else "detect", classes, workers)  # fmt: skip
     with atomic_dir(out) as tmp:
         rows = _run([(c, tmp, fp, opts) for c in clips], workers)
+        _check_some_kept(rows, root, fp)
         write_table(tmp / FACES_CSV, FACES_COLUMNS, rows)
         atomic_write_text(tmp / CLASSES_TXT, "".join(f"{c}\n" for c in classes))
         if folds:

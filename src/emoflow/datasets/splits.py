@@ -158,6 +158,24 @@ def _describe(sets: dict[str, list[dict]]) -> dict:
             for s, v in sets.items()}  # fmt: skip
 
 
+def plan_splits(rows: list[dict], params: SplitParams
+                ) -> tuple[dict[str, list[dict]], list[dict[str, list[dict]]]]:  # fmt: skip
+    """The train/val/test sets and (``params.folds`` ≥ 2) each fold's sets; writes nothing.
+
+    An InputError when the participants cannot fill them: ``emoflow import`` calls it on the
+    clips it found, before any face work.
+    """
+    sets = clip_split(rows, params) if params.mode == "clip" else subject_split(rows, params)
+    folds: list[dict[str, list[dict]]] = []
+    if params.folds >= 2:
+        groups = (subject_folds(rows, params.folds, params.seed) if params.mode == "subject"
+                  else clip_folds(rows, params.folds, params.seed))  # fmt: skip
+        for i in range(params.folds):
+            rest = [r for j, g in enumerate(groups) if j != i for r in g]
+            folds.append({**_train_val(rest, params), "test": groups[i]})
+    return sets, folds
+
+
 def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     """Write ``train/val/test.csv`` (+ ``folds/fold_<i>/``) and ``summary.json``, atomically.
 
@@ -170,20 +188,14 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     if params.mode == "clip":
         log.warning("split: clip-level random split: the same participants appear in train, val "
                     "and test, so results overstate performance on new people")  # fmt: skip
-        sets = clip_split(rows, params)
-    else:
-        sets = subject_split(rows, params)
+    sets, folds = plan_splits(rows, params)
     summary: dict = {"mode": params.mode, "seed": params.seed, "sets": _describe(sets)}
     with atomic_dir(out_dir) as tmp:
         for s, v in sets.items():
             _write_manifest(tmp / f"{s}.csv", v)
-        if params.folds >= 2:
-            folds = (subject_folds(rows, params.folds, params.seed) if params.mode == "subject"
-                     else clip_folds(rows, params.folds, params.seed))  # fmt: skip
+        if folds:
             summary["folds"] = []
-            for i in range(params.folds):
-                rest = [r for j, f in enumerate(folds) if j != i for r in f]
-                fold = {**_train_val(rest, params), "test": folds[i]}
+            for i, fold in enumerate(folds):
                 for s, v in fold.items():
                     _write_manifest(tmp / "folds" / f"fold_{i}" / f"{s}.csv", v)
                 summary["folds"].append(_describe(fold))
