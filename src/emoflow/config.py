@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emoflow.errors import InputError
 
@@ -25,10 +33,20 @@ EMOTIONS: tuple[str, ...] = (
 )
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# numpy's generators refuse negative seeds and scikit-learn's random_state stops at 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # The params file this section was loaded from (not a field: never dumped or hashed), so
+    # a stage can refuse an output that would replace it.
+    _source_file: Path | None = PrivateAttr(None)
+
+    @property
+    def source_file(self) -> Path | None:
+        return self._source_file
 
 
 class Range(Strict):
@@ -70,7 +88,7 @@ class SampleParams(Strict):
 
     participants: int = Field(8, ge=1, le=500)
     trials_per_participant: int = Field(14, ge=1, le=500)
-    seed: int = 42
+    seed: Seed = 42
     fps: int = Field(30, ge=10, le=120)
     width: int = Field(640, ge=640)
     height: int = Field(480, ge=480)
@@ -178,7 +196,7 @@ class SplitParams(Strict):
     val: Probability = 0.1
     test: Probability = 0.2
     folds: int = Field(5, ge=0, description="k subject-independent folds; 0 = none")
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _shares(self) -> Self:
@@ -250,7 +268,7 @@ class DeepEmotionTrainParams(Strict):
 class TrainParams(Strict):
     """``emoflow train``: one trainer for both models (DDP, AMP on GPU, checkpoints)."""
 
-    seed: int = 0
+    seed: Seed = 0
     processes: int = Field(1, ge=1, description="DDP processes (torchrun); gloo on CPU")
     workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
     init: Literal["scratch", "transfer", "continue"] = Field(
@@ -322,22 +340,45 @@ class Params(Strict):
 def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2:
+            raise ValueError(f"needs at least 2 classes, got {list(value)}")
+        blank = [c for c in value if not c.strip()]
+        if blank:
+            raise ValueError(f"class names must not be blank, got {list(value)}")
+        twice = sorted({c for c in value if value.count(c) > 1})
+        if twice:
+            raise ValueError(f"class names must be unique; listed more than once: {twice}")
+        return value
+
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Load and validate ``params.yaml``; errors name the key and the file in one line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise InputError(path, "params file not found") from exc
+    except IsADirectoryError as exc:
+        raise InputError(path, "is a folder; --params takes a params.yaml file") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(path, f"cannot read the params file ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
         raise InputError(path, f"not valid YAML ({getattr(exc, 'problem', exc)})", where) from exc
+    if raw is None:
+        # Usually a truncated or wrong file, rarely a wish for every default: say which to write.
+        raise InputError(path, "params file is empty; write `{}` in it to use every default, "
+                         "or start from the repository's params.yaml")  # fmt: skip
     if not isinstance(raw, dict):
         raise InputError(path, "top level must be a mapping of sections")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -345,3 +386,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         if err["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
         raise InputError(path, f"{msg}{more}", where=f"key {_location(err['loc'])}") from exc
+    for part in (params, *(getattr(params, name) for name in Params.model_fields)):
+        if isinstance(part, Strict):
+            part._source_file = path
+    return params

@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 
 from emoflow.config import FacesParams
+from emoflow.errors import InputError
 from emoflow.faces.detect import DETECTORS
 from emoflow.faces.pipeline import process_clip
 from emoflow.faces.store import SUFFIX, write_face_clip
 from emoflow.fsio import atomic_dir
+from emoflow.guards import check_outputs, keep_nonempty, params_inputs
+from emoflow.ingest.marks import INTEGER_RULE, parse_int
 from emoflow.parallel import parallel_map, worker_count
 from emoflow.tables import read_table, write_table
 
@@ -26,7 +29,23 @@ CLIP_COLUMNS = ("trial_id", "participant", "label", "peak")
 
 
 def read_clips_table(path: Path) -> list[dict[str, str]]:
-    return read_table(path, CLIP_COLUMNS, "no clips table: run `emoflow trim` first")
+    """clips.csv, its peaks checked before any clip is decoded (empty: peak unknown)."""
+    rows = read_table(path, CLIP_COLUMNS, "no clips table: run `emoflow trim` first")
+    for n, r in enumerate(rows, start=2):
+        text = r["peak"] or ""
+        peak = parse_int(text)
+        if text.strip() and (peak is None or peak < 0):
+            raise InputError(path, f"peak must be empty or a frame index >= 0, {INTEGER_RULE}; "
+                             f"got {text!r}", f"row {n}")  # fmt: skip
+    return rows
+
+
+def keep_faces(stage: str, out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Refuse to replace a faces.csv that has usable clips with one that has none."""
+    excluded = [r["excluded"] for r in rows if r["excluded"]]
+    why = f"all {len(rows)} clips excluded; first: {excluded[0]}" if excluded else "no clips"
+    keep_nonempty(stage, out_dir / FACES_CSV, len(rows) - len(excluded), why,
+                  lambda r: bool(r.get("file")) and not r.get("excluded"))
 
 
 def faces_row(trial_id: str, participant: str, label: str, decoded: int, with_face: int,
@@ -83,12 +102,17 @@ def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[d
     """
     rows = read_clips_table(clips_csv)
     base = clips_csv.parent
+    videos = [base / r["path"] if r.get("path") else base / r["label"] / f"{r['trial_id']}.mp4"
+              for r in rows]  # fmt: skip
+    check_outputs({"clips": clips_csv, **params_inputs(params),
+                   **{f"clip of row {n}": v for n, v in enumerate(videos, start=2)}},
+                  {"out": out_dir})  # fmt: skip
     log.info("faces: %d clips from %s, %d workers", len(rows), clips_csv,
              worker_count(params.workers, len(rows)))  # fmt: skip
     with atomic_dir(out_dir) as tmp:
-        jobs = [(r, base / r["path"] if r.get("path") else base / r["label"]
-                 / f"{r['trial_id']}.mp4", tmp, params) for r in rows]  # fmt: skip
+        jobs = [(r, v, tmp, params) for r, v in zip(rows, videos, strict=True)]
         results = parallel_map(clip_faces, jobs, params.workers, "faces", "clip")
+        keep_faces("faces", out_dir, results)
         write_table(tmp / FACES_CSV, FACES_COLUMNS, results)
     decoded = sum(r["frames_decoded"] for r in results)
     found = sum(r["frames_with_face"] for r in results)

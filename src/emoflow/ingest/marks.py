@@ -8,6 +8,8 @@ the five flags are 0 or 1. Anything else is rejected with the file, the line and
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -23,6 +25,20 @@ FLAG_NAMES: tuple[str, ...] = (
 )
 FIELD_NAMES: tuple[str, ...] = ("start", "end", "peak", *FLAG_NAMES)
 MARKS_SUFFIX = ".txt"
+# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses or reads.
+# 18 digits at most: any frame index fits, and the gate's float columns never overflow.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+INTEGER_RULE = "an integer (optional minus sign, at most 18 ASCII digits)"
+
+
+def parse_int(text: str) -> int | None:
+    """The integer ``text`` spells (optional minus, ASCII digits, blanks around), else ``None``.
+
+    The one integer rule of marks fields, wherever they are read (marks files, the gate's
+    table, valid_trials.csv in ``emoflow trim``).
+    """
+    token = text.strip()
+    return int(token) if _INTEGER.fullmatch(token) else None
 
 
 @dataclass(frozen=True)
@@ -90,16 +106,26 @@ def parse_marks(text: str, path: str | Path = "<marks>", frame_count: int | None
             f"({' '.join(FIELD_NAMES)}), found {len(parts)}",
             where=where,
         )
+    return marks_from_fields(parts, path, where, frame_count)
+
+
+def marks_from_fields(texts: Sequence[str], path: str | Path, where: str | None = None,
+                      frame_count: int | None = None, prefix: str = "") -> Marks:  # fmt: skip
+    """The 8 fields (``FIELD_NAMES`` order) as written, checked against every marks rule.
+
+    Raise :class:`InputError` naming ``path``, ``where`` and the rule (after ``prefix``).
+    """
     values: list[int] = []
-    for name, raw in zip(FIELD_NAMES, parts, strict=True):
-        token = raw.strip()
-        if not token.lstrip("-").isdigit():
-            raise InputError(path, f"field {name} must be an integer, got {raw!r}", where=where)
-        values.append(int(token))
+    for name, raw in zip(FIELD_NAMES, texts, strict=True):
+        value = parse_int(raw)
+        if value is None:
+            raise InputError(path, f"{prefix}field {name} must be {INTEGER_RULE}, got {raw!r}",
+                             where)  # fmt: skip
+        values.append(value)
     marks = Marks(*values)
     problems = marks.problems(frame_count)
     if problems:
-        raise InputError(path, "; ".join(problems), where=where)
+        raise InputError(path, prefix + "; ".join(problems), where=where)
     return marks
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from emoflow.config import SegmentParams
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_dir
+from emoflow.guards import check_outputs, keep_nonempty, params_inputs
 from emoflow.ingest.beeps import Beep, cut_short, describe_mismatch, detect_beeps
 from emoflow.ingest.protocol import ProtocolTrial, describe_rows, read_protocol
 from emoflow.media.video import MediaWriter, iter_frames, probe, read_audio
@@ -148,6 +149,8 @@ def segment_sessions(sessions_dir: Path, protocol_csv: Path, out_dir: Path,
     Every session's beeps are checked first: a mismatch fails (``on_mismatch: fail``) before
     any video is decoded.
     """
+    check_outputs({"sessions": sessions_dir, "protocol": protocol_csv, **params_inputs(params)},
+                  {"out": out_dir})  # fmt: skip
     protocol = read_protocol(protocol_csv)
     videos = find_sessions(Path(sessions_dir))
     problems: list[str] = []
@@ -178,6 +181,9 @@ def segment_sessions(sessions_dir: Path, protocol_csv: Path, out_dir: Path,
         ok = [(f, params, tmp) for f in found if not f.skipped]
         for session_rows in parallel_map(_cut, ok, params.workers, "sessions", "video"):
             rows.extend(session_rows)
+        keep_nonempty("segment", out_dir / TRIALS_CSV, len(rows),
+                      f"{len(problems)} participants skipped, first {problems[0]}" if problems
+                      else f"no session in {sessions_dir} matches {protocol_csv}")  # fmt: skip
         write_table(tmp / TRIALS_CSV, TRIALS_COLUMNS, rows)
         skipped = [{"participant": p.split(" ", 1)[0].rstrip(":"), "reason": p} for p in problems]
         write_table(tmp / SKIPPED_CSV, ("participant", "reason"), skipped)

@@ -11,7 +11,8 @@ from tqdm import tqdm
 from emoflow.config import TrimParams
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_dir, atomic_path
-from emoflow.ingest.marks import FLAG_NAMES
+from emoflow.guards import check_outputs, keep_nonempty, params_inputs
+from emoflow.ingest.marks import FIELD_NAMES, FLAG_NAMES, Marks, marks_from_fields
 from emoflow.media.video import MediaWriter, iter_frames, probe
 from emoflow.tables import read_table, write_table
 
@@ -28,16 +29,32 @@ def read_valid_trials(path: Path) -> list[dict[str, str]]:
     return read_table(path, NEEDED, "no validated trials: run `emoflow validate` first")
 
 
+def row_marks(path: Path, row_no: int, row: dict[str, str]) -> Marks:
+    """A valid_trials.csv row's marks, checked by the marks rules the gate applied.
+
+    The file may have been edited since the gate passed it: a bad value is an error here, not
+    a crash or a wrong clip.
+    """
+    where = f"row {row_no}"
+    for name in ("trial_id", "participant", "emotion"):
+        value = (row.get(name) or "").strip()
+        if not value or "/" in value or "\\" in value or value in (".", ".."):
+            raise InputError(path, f"{name} must be a plain name, got {row.get(name)!r}", where)
+    return marks_from_fields([row.get(f) or "" for f in FIELD_NAMES], path, where,
+                             prefix=f"trial {row['trial_id']}: ")  # fmt: skip
+
+
 def cut_clip(source: Path, dest: Path, start: int, end: int, crf: int) -> int:
     """Write frames ``start..end`` (inclusive) of ``source`` to ``dest``; return frames written."""
     info = probe(source)
-    written = 0
+    written = seen = 0
     with atomic_path(dest) as tmp:
         # PyAV picks the muxer from the name: keep the .mp4 suffix on the temp file.
         tmp_mp4 = tmp.with_suffix(".mp4")
         try:
             with MediaWriter(tmp_mp4, round(info.fps), info.width, info.height, None, crf) as w:
                 for i, frame in enumerate(iter_frames(source)):
+                    seen = i + 1
                     if i > end:
                         break
                     if i >= start:
@@ -48,23 +65,26 @@ def cut_clip(source: Path, dest: Path, start: int, end: int, crf: int) -> int:
             tmp_mp4.unlink(missing_ok=True)
     if written != end - start + 1:
         dest.unlink(missing_ok=True)
-        raise InputError(source, f"has {start + written} frames, marks end at frame {end}")
+        raise InputError(source, f"has {seen} frames, marks end at frame {end}")
     return written
 
 
 def trim_trials(valid_csv: Path, trials_dir: Path, out_dir: Path, params: TrimParams
                 ) -> list[dict]:  # fmt: skip
     """Cut each valid, unexcluded trial into ``out_dir/<label>/<trial_id>.mp4`` + clips.csv."""
+    check_outputs({"valid": valid_csv, "trials": trials_dir, **params_inputs(params)},
+                  {"out": out_dir})  # fmt: skip
     rows = read_valid_trials(valid_csv)
+    marks = [row_marks(valid_csv, n, row) for n, row in enumerate(rows, start=2)]
     excluded: Counter[str] = Counter()
     clips: list[dict] = []
     with atomic_dir(out_dir) as tmp:
-        for row in tqdm(rows, desc="trim", unit="clip"):
-            hits = [f for f in params.exclude_flags if row[f] == "1"]
+        for row, m in tqdm(list(zip(rows, marks, strict=True)), desc="trim", unit="clip"):
+            hits = [f for f in params.exclude_flags if m.flags[f]]
             if hits:
                 excluded.update(hits)
                 continue
-            start, end, peak = int(row["start"]), int(row["end"]), int(row["peak"])
+            start, end, peak = m.start, m.end, m.peak
             source = trials_dir / f"{row['trial_id']}.mp4"
             label = row["emotion"]
             dest = tmp / label / f"{row['trial_id']}.mp4"
@@ -72,9 +92,12 @@ def trim_trials(valid_csv: Path, trials_dir: Path, out_dir: Path, params: TrimPa
             frames = cut_clip(source, dest, start, end, params.crf)
             clips.append({
                 "trial_id": row["trial_id"], "participant": row["participant"], "label": label,
-                "frames": frames, "peak": peak - start, **{f: row[f] for f in FLAG_NAMES},
+                "frames": frames, "peak": peak - start, **m.flags,
                 "start": start, "end": end, "source": str(source),
             })  # fmt: skip
+        why = (f"all {len(rows)} valid trials excluded by trim.exclude_flags" if rows
+               else f"{valid_csv} has no rows")  # fmt: skip
+        keep_nonempty("trim", out_dir / CLIPS_CSV, len(clips), why)
         write_table(tmp / CLIPS_CSV, CLIPS_COLUMNS, clips)
     per_label = Counter(c["label"] for c in clips)
     log.info("trim: read %d valid trials, wrote %d clips to %s (%s); excluded %d by flags (%s)",

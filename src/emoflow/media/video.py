@@ -109,12 +109,18 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise InputError(path, f"cannot open as a media file ({exc})") from exc
 
 
+def _video_stream(container: av.container.InputContainer, path: str | Path
+                  ) -> av.video.stream.VideoStream:  # fmt: skip
+    """The first video stream; an audio-only file is an input error naming it."""
+    if not container.streams.video:
+        raise InputError(path, "no video stream")
+    return container.streams.video[0]
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Stream facts of a video file; frame count from the container (decode to be exact)."""
     with _open(path) as container:
-        if not container.streams.video:
-            raise InputError(path, "no video stream")
-        vs = container.streams.video[0]
+        vs = _video_stream(container, path)
         fps = float(vs.average_rate or vs.guessed_rate or 0)
         duration = float(vs.duration * vs.time_base) if vs.duration else 0.0
         frames = vs.frames or round(duration * fps)
@@ -133,7 +139,7 @@ def probe(path: str | Path) -> VideoInfo:
 def iter_frames(path: str | Path, rgb: bool = False) -> Iterator[np.ndarray]:
     """Decode every video frame of ``path`` as a BGR (or RGB) uint8 array."""
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):

@@ -10,6 +10,7 @@ import numpy as np
 
 from emoflow.config import SampleParams
 from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.guards import check_outputs, params_inputs
 from emoflow.ingest.marks import FLAG_NAMES, marks_path, write_marks
 from emoflow.parallel import parallel_map, worker_count
 from emoflow.sample.plan import SessionPlan, plan_sample
@@ -42,6 +43,8 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def generate_sample(params: SampleParams, root: Path) -> None:
     """Render every session (in parallel), then put all outputs in place atomically."""
+    check_outputs(params_inputs(params), {str(p): root / p for p in
+                                          (SESSIONS_DIR, PROTOCOL_CSV, MARKS_DIR, TRUTH_DIR)})
     plans = plan_sample(params)
     n_trials = sum(len(p.trials) for p in plans)
     log.info("sample: %d participants, %d trials, %d workers, seed %d", len(plans), n_trials,

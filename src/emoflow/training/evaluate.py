@@ -16,6 +16,7 @@ from emoflow.config import Params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_write_text
+from emoflow.guards import check_outputs, params_inputs
 from emoflow.tables import write_table
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.metrics import flat_metrics, summarise_folds
@@ -33,6 +34,8 @@ def evaluate_model(
     """Write ``metrics_path`` (the headline numbers: DVC metrics) and ``plots_dir``/{report.json
     (everything, per class and the confusion matrix), confusion.png, curves.png,
     predictions.csv}; log the test metrics to the training's MLflow run."""
+    check_outputs({"model": model_dir, "faces": faces_dir, "splits": splits_dir,
+                   **params_inputs(params)}, {"metrics": metrics_path, "plots": plots_dir})
     model, meta = ckpt.load_model_file(model_dir / ckpt.MODEL_FILE)
     if meta["arch"] != model_name:
         raise InputError(model_dir / ckpt.MODEL_FILE, f"holds a {meta['arch']} model, not "
@@ -43,6 +46,8 @@ def evaluate_model(
                          f", params say {task.cfg.image_size}: retrain")  # fmt: skip
     classes = meta["classes"]
     refs = read_manifest(splits_dir / "test.csv", faces_dir, classes)
+    if not refs:  # nothing to measure: keep the metrics and plots of the last evaluation
+        raise InputError(splits_dir / "test.csv", "no test clips: nothing to evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_refs(task, model.to(device), refs, classes, device, params.train.workers)
     predictions = report.pop("predictions")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from emoflow.config import Params
+from emoflow.guards import check_outputs, params_inputs
 from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
                  out_dir: Path) -> None:  # fmt: skip
     """Train one model; rank 0 tracks it in MLflow (experiment ``emoflow-<model>``)."""
+    tp = params.train
+    check_outputs({"faces": faces_dir, "splits": splits_dir, **params_inputs(params),
+                   "train.init_from": Path(tp.init_from) if tp.init_from else None,
+                   "train.fan.pretrained": Path(tp.fan.pretrained) if tp.fan.pretrained else None},
+                  {"out": out_dir})  # fmt: skip
     main = int(os.environ.get("RANK", "0")) == 0
     section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
     section["train"] = {k: v for k, v in section["train"].items()

@@ -23,6 +23,7 @@ import pandas as pd
 from emoflow.config import Params
 from emoflow.errors import EmoflowError
 from emoflow.fsio import atomic_dir
+from emoflow.guards import check_outputs, keep_nonempty, params_inputs
 from emoflow.ingest.marks import FIELD_NAMES, marks_path
 from emoflow.validation.table import Tables, build_tables
 
@@ -212,11 +213,16 @@ def validate(
     params: Params, trials_csv: Path, marks_dir: Path, report_dir: Path, out_dir: Path
 ) -> Verdict:
     """Run the gate end to end; raise :class:`GateError` after writing the report if it fails."""
+    check_outputs({"trials": trials_csv, "marks": marks_dir, **params_inputs(params)},
+                  {"report": report_dir, "out": out_dir})  # fmt: skip
     # GX logs its internals at INFO (hundreds of lines on import); our log says what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from emoflow.validation.suite import checks, run_checks  # GX is slow to import
 
     tables = build_tables(trials_csv, marks_dir)
+    # A failed gate replaces valid_trials.csv (no stale set for trim), but not over no input.
+    keep_nonempty("validate", out_dir / VALID_NAME, len(tables.trials), f"{trials_csv} has no "
+                  "trials")  # fmt: skip
     v = params.validate_
     thresholds = {
         "max_failed_share": v.max_failed_share,

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from emoflow.errors import InputError
-from emoflow.ingest.marks import FIELD_NAMES, MARKS_SUFFIX, marks_path, read_marks
+from emoflow.ingest.marks import FIELD_NAMES, MARKS_SUFFIX, marks_path, parse_int, read_marks
 from emoflow.validation.media import ClipCheck, check_clip
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,9 @@ def _lenient_fields(path: Path) -> list[int] | None:
         return None
     if len(lines) != 1:
         return None
-    parts = [p.strip() for p in lines[0].split("\t")]
-    if len(parts) != len(FIELD_NAMES) or not all(p.lstrip("-").isdigit() for p in parts):
-        return None
-    return [int(p) for p in parts]
+    parts = lines[0].split("\t")
+    values = [v for v in map(parse_int, parts) if v is not None]
+    return values if len(values) == len(parts) == len(FIELD_NAMES) else None
 
 
 def _marks_row(marks_dir: Path, trial_id: object) -> dict[str, object]:
