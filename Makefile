@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.emoflow-installed
 
-.PHONY: install demo test test-all lint sheet clean-data label-env pipeline-up pipeline-down
+.PHONY: install demo test test-all lint sheet clean-data label-env pipeline-up pipeline-down exp
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ pipeline-up: install    ## Prefect server + worker + retrain deployment; UI at h
 
 pipeline-down:          ## stop the Prefect server and worker that pipeline-up started
 	$(BIN)/python -m emoflow.orchestration.local down
+
+# dvc.yaml's stage commands call `emoflow`: run experiments through make, whose PATH has the venv
+# (where emoflow is installed globally, e.g. in a container, plain `dvc exp run` works as well).
+exp: install            ## a DVC experiment: make exp ARGS="-S sample.participants=10 -S ..."
+	$(BIN)/dvc exp run $(ARGS)
 
 clean-data:
 	rm -rf data/ .dvc/tmp/runs
