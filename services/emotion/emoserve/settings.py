@@ -1,0 +1,52 @@
+"""The service's settings, read once from the environment (the 12-factor way containers use)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENV_PREFIX = "EMOFLOW_"
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+
+
+class ServiceSettings(BaseModel):
+    """``EMOFLOW_<FIELD>`` in upper case sets a field (``EMOFLOW_MAX_UPLOAD_MB=20``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_uri: str | None = Field(
+        None, description="models:/emoflow-fan@champion; the registry is MLFLOW_TRACKING_URI's"
+    )
+    model_dir: Path | None = Field(None, description="a local model folder (offline use)")
+    model_tag: str | None = Field(
+        None, description="a model already in BentoML's store (what a built Bento carries)"
+    )
+    api_key: str | None = Field(None, repr=False, description="Bearer key; unset = open")
+    backend: str = Field("auto", pattern="^(auto|torch|onnx|tensorrt)$")
+    max_upload_mb: float = Field(50.0, gt=0)
+    max_duration_s: float = Field(30.0, gt=0)
+    max_faces: int = Field(64, ge=1, description="face crops one /predict_faces request may hold")
+    reload_s: float = Field(30.0, ge=0, description="poll the alias every N s; 0 = never")
+    cpu_workers: int = Field(2, ge=1, description="processes of the decode + faces service")
+    batching: bool = Field(True, description="adaptive batching of the model service")
+    max_batch_size: int = Field(32, ge=2)
+    max_latency_ms: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServiceSettings:
+        if self.model_uri and self.model_dir:
+            raise ValueError("set EMOFLOW_MODEL_URI or EMOFLOW_MODEL_DIR, not both")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if environ is None else environ
+        values = {name: env[f"{ENV_PREFIX}{name.upper()}"] for name in cls.model_fields
+                  if env.get(f"{ENV_PREFIX}{name.upper()}", "") != ""}  # fmt: skip
+        return cls.model_validate(values)

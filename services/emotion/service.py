@@ -1,0 +1,216 @@
+"""emoflow's emotion service: a video in, the emotion out (BentoML 1.4).
+
+Two services composed with ``bentoml.depends``:
+
+- ``emoflow`` (the entry point, several CPU workers): the API key and upload limits
+  (``emoserve.guard``), checks of the upload, decoding and face alignment with the inference
+  core and the preprocessing the served model was trained with;
+- ``emoflow_model`` (one worker; ``resources={"gpu": 1}`` where a GPU exists): the model,
+  behind a batchable API, so concurrent requests share one model call (adaptive batching).
+
+The public routes are a FastAPI app mounted on the entry service (BentoML's documented way to
+add routes): it parses uploads without writing the client's file name anywhere, gives exact
+OpenAPI for every response including the errors, and keeps every bad request a 4xx.
+Settings come from ``EMOFLOW_*`` variables (``emoserve.settings``); see docs/service.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import bentoml
+import numpy as np
+from emoserve import metrics
+from emoserve.api import ERROR_RESPONSES, Info, ModelInfo, faces_of_video, read_face_uploads
+from emoserve.backend import backend_reason, has_gpu
+from emoserve.errors import ErrorBody, Rejected
+from emoserve.guard import Guard
+from emoserve.settings import ServiceSettings
+from emoserve.source import ModelHolder, current_release
+from emoserve.upload import saved_upload
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from emoflow.inference import ClipResult, Predictor
+from emoflow.inference.model_dir import ModelSpec, read_spec
+from emoflow.inference.predictor import FoundFaces
+
+log = logging.getLogger("emoflow.service")
+
+FACES_FIELD = ("aligned face crops of one clip, in frame order: JPEG/PNG images or one zip of "
+               "them (a face file of `emoflow faces`)")  # fmt: skip
+SETTINGS = ServiceSettings.from_env()
+# Resolved at import, so `bentoml build` imports the model into the store and the Bento
+# carries it (the class attribute below); the services resolve again when they start.
+RELEASE = current_release(SETTINGS)
+
+
+@bentoml.service(name="emoflow_model", workers=1,
+                 resources={"gpu": 1} if has_gpu() else {"cpu": "1"},
+                 traffic={"timeout": 120})  # fmt: skip
+class EmotionModel:
+    """The model: clips of aligned face chips → clip results, batched across requests."""
+
+    bento_model = bentoml.models.BentoModel(RELEASE.tag)
+
+    def __init__(self) -> None:
+        self.holder: ModelHolder[Predictor] = ModelHolder(SETTINGS)
+        release, predictor = self.holder.current()
+        log.info("serving %s with backend %s: %s", release.tag, predictor.backend,
+                 backend_reason(predictor))  # fmt: skip
+
+    @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size,
+                 max_latency_ms=SETTINGS.max_latency_ms)  # fmt: skip
+    def classify(self, clips: list[np.ndarray]) -> list[ClipResult]:
+        """One result per clip (an array of its chips); one model call per batch."""
+        _, predictor = self.holder.current()
+        return predictor.predict_face_batches([list(c) for c in clips])
+
+    @bentoml.api
+    def info(self) -> ModelInfo:
+        release, predictor = self.holder.current()
+        return ModelInfo(name=release.name, version=release.version, alias=release.alias,
+                         tag=release.tag, backend=predictor.backend,
+                         backend_reason=backend_reason(predictor),
+                         loaded_at=self.holder.loaded_at)  # fmt: skip
+
+    @bentoml.api
+    def refresh(self) -> bool:
+        """Check the alias now (the entry service asks when its faces' model differs)."""
+        return self.holder.refresh()
+
+
+app = FastAPI(title="emoflow emotion service", version="1",
+              description="A video in, the emotion out. Authorization: Bearer <EMOFLOW_API_KEY>.")
+
+
+@app.exception_handler(Rejected)
+async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
+    metrics.rejected(exc.reason)
+    return JSONResponse(exc.body().model_dump(), status_code=exc.status)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    metrics.rejected("invalid_request")
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    body = ErrorBody(error=f"{where}: {first.get('msg', 'invalid request')}",
+                     reason="invalid_request")  # fmt: skip
+    return JSONResponse(body.model_dump(), status_code=400)
+
+
+@bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers, traffic={"timeout": 120})
+@bentoml.asgi_app(app, path="/")
+class Emotion:
+    """The entry point: uploads, checks, faces; the model service scores the chips."""
+
+    model = bentoml.depends(EmotionModel)
+
+    def __init__(self) -> None:
+        if SETTINGS.api_key is None:
+            log.warning("EMOFLOW_API_KEY is not set: the API is open to anyone who can reach it")
+        # Faces need only the model's spec (its recorded preprocessing), not its weights.
+        self.holder: ModelHolder[ModelSpec] = ModelHolder(
+            SETTINGS, make=lambda r: read_spec(r.folder), follow=False)
+        self._cpu = anyio.CapacityLimiter(1)  # one decode + faces job per worker process
+
+    async def _spec_for(self, version: str) -> ModelSpec:
+        """The spec of ``version`` (what the model service just answered with)."""
+        release, spec = self.holder.current()
+        if release.version != version:
+            await anyio.to_thread.run_sync(self.holder.refresh)
+            release, spec = self.holder.current()
+        return spec
+
+    async def _faces(self, spec: ModelSpec, path: Path) -> FoundFaces:
+        return await anyio.to_thread.run_sync(faces_of_video, spec, path,
+                                              SETTINGS.max_duration_s, limiter=self._cpu)
+
+    async def _classify(self, chips: list[np.ndarray]) -> ClipResult:
+        out = await self.model.to_async.classify([np.stack(chips)])
+        return ClipResult.model_validate(_plain(out[0]))
+
+    @app.post("/predict", response_model=ClipResult, responses=ERROR_RESPONSES)
+    async def predict(self, video: Annotated[UploadFile, File(
+            description="a clip: mp4, mov, avi, mkv or webm")]) -> ClipResult:  # fmt: skip
+        """Emotion of a video clip: label, probabilities, per-frame face box and weight."""
+        t0 = time.perf_counter()
+        async with saved_upload(video, SETTINGS.max_upload_bytes) as path:
+            t_up = time.perf_counter()
+            _, spec = self.holder.current()
+            found = await self._faces(spec, path)
+            scored = await self._classify(found.chips)
+            if scored.model.version != self.holder.current()[0].version:
+                # The model service moved to another version meanwhile: redo the faces with
+                # that version's preprocessing, so chips and model always match.
+                found = await self._faces(await self._spec_for(scored.model.version), path)
+                scored = await self._classify(found.chips)
+            result = found.result(scored)
+        total = time.perf_counter() - t0
+        result.timings_ms.total = 1e3 * total
+        _observe("predict", result, upload=t_up - t0, total=total)
+        return result
+
+    @app.post("/predict_faces", response_model=ClipResult, responses=ERROR_RESPONSES)
+    async def predict_faces(self, faces: Annotated[list[UploadFile], File(
+            description=FACES_FIELD)]) -> ClipResult:  # fmt: skip
+        """Emotion of a clip from face crops the client aligned itself (no boxes)."""
+        t0 = time.perf_counter()
+        _, spec = self.holder.current()
+        chips = await read_face_uploads(faces, spec, SETTINGS.max_faces,
+                                        SETTINGS.max_upload_bytes)  # fmt: skip
+        batch = chips if len({c.shape for c in chips}) == 1 else _same_size(chips)
+        result = await self._classify(batch)
+        total = time.perf_counter() - t0
+        result.timings_ms.total = 1e3 * total
+        _observe("predict_faces", result, total=total)
+        return result
+
+    @app.get("/info", response_model=Info, responses={401: ERROR_RESPONSES[401]})
+    async def info(self) -> Info:
+        """The served model (version, alias, backend and why), its classes and preprocessing."""
+        model = ModelInfo.model_validate(_plain(await self.model.to_async.info()))
+        spec = await self._spec_for(model.version)
+        source = SETTINGS.model_uri or (str(SETTINGS.model_dir) if SETTINGS.model_dir
+                                        else model.tag)  # fmt: skip
+        return Info(model=model, arch=spec.arch, classes=spec.classes,
+                    image_size=spec.image_size, grayscale=spec.grayscale,
+                    preprocessing=spec.preprocessing.model_dump(), source=source,
+                    reload_s=SETTINGS.reload_s, batching=SETTINGS.batching,
+                    limits={"max_upload_mb": SETTINGS.max_upload_mb,
+                            "max_duration_s": SETTINGS.max_duration_s,
+                            "max_faces": SETTINGS.max_faces})  # fmt: skip
+
+
+Emotion.add_asgi_middleware(Guard, api_key=SETTINGS.api_key,
+                            max_upload_bytes=SETTINGS.max_upload_bytes)  # fmt: skip
+
+
+def _same_size(chips: list[np.ndarray]) -> list[np.ndarray]:
+    """Crops of different sizes → the first one's size (the model resizes them anyway)."""
+    import cv2
+
+    h, w = chips[0].shape[:2]
+    return [c if c.shape[:2] == (h, w) else cv2.resize(c, (w, h)) for c in chips]
+
+
+def _observe(endpoint: str, result: ClipResult, total: float, upload: float | None = None) -> None:
+    metrics.predicted(result.label, endpoint)
+    t = result.timings_ms
+    for stage, ms in (("decode", t.decode), ("faces", t.faces), ("model", t.model)):
+        if ms:
+            metrics.stage(stage, endpoint, ms / 1e3)
+    if upload is not None:
+        metrics.stage("upload", endpoint, upload)
+    metrics.stage("total", endpoint, total)
+
+
+def _plain(value: object) -> object:
+    """A proxy call's answer as plain data (a dict over HTTP, a model in process)."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
