@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.emoflow-installed
 
-.PHONY: install demo test test-all lint sheet clean-data label-env pipeline-up pipeline-down exp
+.PHONY: install demo test test-all lint sheet clean-data label-env serve pipeline-up pipeline-down exp
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ pipeline-down:          ## stop the Prefect server and worker that pipeline-up s
 # (where emoflow is installed globally, e.g. in a container, plain `dvc exp run` works as well).
 exp: install            ## a DVC experiment: make exp ARGS="-S sample.participants=10 -S ..."
 	$(BIN)/dvc exp run $(ARGS)
+
+# The emotion service on http://127.0.0.1:3000 with the model `make demo` trained (offline; see
+# docs/service.md for the registry's @champion, the API key and the limits).
+EMOFLOW_MODEL_DIR ?= $(abspath models/fan)
+serve: install          ## BentoML service of models/fan (EMOFLOW_API_KEY=... to require a key)
+	cd services/emotion && EMOFLOW_MODEL_DIR=$(EMOFLOW_MODEL_DIR) $(abspath $(BIN))/bentoml serve service:Emotion --host 127.0.0.1 --port 3000
 
 clean-data:
 	rm -rf data/ .dvc/tmp/runs
