@@ -93,6 +93,8 @@ def onnx_problem(spec: ModelSpec) -> str | None:
     if export.get("source_sha256") != file_sha256(spec.model_file):
         return (f"{onnx} was exported from another {spec.model_file.name} (retrained since?): "
                 "run `emoflow export` again")  # fmt: skip
+    if export.get("onnx_sha256") != file_sha256(onnx):
+        return f"{onnx} is not the file {EXPORT_JSON} describes: run `emoflow export` again"
     return None
 
 

@@ -1,0 +1,1 @@
+"""Releasing a trained model: ONNX export with parity, TensorRT engines, the MLflow registry."""
