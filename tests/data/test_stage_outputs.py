@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +16,20 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from stage_cli import (
+    TRIAL,
+    TRIAL_ROW,
+    assert_one_line_error,
+    emoflow,
+    write_clip,
+    write_csv,
+)
 
-from emoflow.cli import run
-from emoflow.faces.stage import FACES_COLUMNS
+from emoflow.datasets.splits import MANIFEST_COLUMNS
+from emoflow.faces.stage import CLIP_COLUMNS, FACES_COLUMNS
 from emoflow.guards import RELATIONS
 from emoflow.ingest.marks import FLAG_NAMES
 from emoflow.ingest.segment import TRIALS_COLUMNS
-from emoflow.media.video import MediaWriter
-
-FPS, W, H = 10, 64, 48
 
 
 @pytest.fixture(autouse=True)
@@ -36,59 +40,13 @@ def _elsewhere(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cwd / 'mlflow.db'}")
 
 
-def _clip(path: Path, frames: int = 8, audio: bool = True) -> None:
-    """A real H.264 (+ AAC) file: grey frames that no face detector boxes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with MediaWriter(path, FPS, W, H, 16000 if audio else None) as w:
-        for i in range(frames):
-            w.write_frame(np.full((H, W, 3), 40 + 10 * i, np.uint8))
-            if audio:
-                w.write_audio(np.zeros(16000 // FPS, np.float32))
-
-
-def _csv(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns), restval="")
-        w.writeheader()
-        w.writerows(rows)
-    return path
-
-
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file (bytes) and folder (None) under ``root``, by relative path."""
     return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
             for p in sorted(root.rglob("*"))}  # fmt: skip
 
 
-def emoflow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-            ) -> tuple[int, str]:  # fmt: skip
-    """The installed command's entry point (``emoflow.cli:run``) in this process."""
-    monkeypatch.setattr(sys, "argv", ["emoflow", *args])
-    capsys.readouterr()
-    try:
-        run()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
-def assert_one_line_error(code: int, err: str, *words: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
-
-
-TRIAL = "p001_001"
 MARKS_ROW = {"start": 1, "end": 6, "peak": 3, **dict.fromkeys(FLAG_NAMES, 0)}
-TRIAL_ROW = {"trial_id": TRIAL, "participant": "p001", "trial": 1, "emotion": "anger",
-             "beep_s": "0.5000", "fps": FPS, "frames": 8, "duration_s": "0.8000", "width": W,
-             "height": H}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,8 +67,8 @@ def _sample(root: Path) -> Case:
 
 
 def _segment(root: Path) -> Case:
-    _clip(root / "in" / "sessions" / "p001.mp4")
-    protocol = _csv(root / "proto" / "protocol.csv",
+    write_clip(root / "in" / "sessions" / "p001.mp4")
+    protocol = write_csv(root / "proto" / "protocol.csv",
                     ("participant", "trial", "emotion", "stimulus"),
                     [{"participant": "p001", "trial": 1, "emotion": "anger", "stimulus": "a"}])
     return Case(["segment", "--sessions", str(root / "in" / "sessions"), "--protocol",
@@ -118,8 +76,8 @@ def _segment(root: Path) -> Case:
 
 
 def _validate_inputs(root: Path) -> tuple[Path, Path]:
-    trials = _csv(root / "trials" / "trials.csv", TRIALS_COLUMNS, [TRIAL_ROW])
-    _clip(root / "trials" / f"{TRIAL}.mp4")
+    trials = write_csv(root / "trials" / "trials.csv", TRIALS_COLUMNS, [TRIAL_ROW])
+    write_clip(root / "trials" / f"{TRIAL}.mp4")
     marks = root / "in" / "marks"
     marks.mkdir(parents=True)
     (marks / f"{TRIAL}.txt").write_text("1\t6\t3\t0\t0\t0\t0\t0\n")
@@ -134,17 +92,17 @@ def _validate(root: Path, out_flag: str) -> Case:
 
 
 def _trim(root: Path) -> Case:
-    valid = _csv(root / "valid" / "valid_trials.csv", [*TRIALS_COLUMNS, *MARKS_ROW],
+    valid = write_csv(root / "valid" / "valid_trials.csv", [*TRIALS_COLUMNS, *MARKS_ROW],
                  [TRIAL_ROW | MARKS_ROW])
-    _clip(root / "in" / "trials" / f"{TRIAL}.mp4")
+    write_clip(root / "in" / "trials" / f"{TRIAL}.mp4")
     return Case(["trim", "--valid", str(valid), "--trials", str(root / "in" / "trials")],
                 root / "in" / "trials")
 
 
 def _faces(root: Path) -> Case:
-    clips = _csv(root / "in" / "clips" / "clips.csv", ("trial_id", "participant", "label", "peak"),
-                 [{"trial_id": TRIAL, "participant": "p001", "label": "anger", "peak": 2}])
-    _clip(root / "in" / "clips" / "anger" / f"{TRIAL}.mp4", audio=False)
+    clips = write_csv(root / "in" / "clips" / "clips.csv", CLIP_COLUMNS,
+                      [{"trial_id": TRIAL, "participant": "p001", "label": "anger", "peak": 2}])
+    write_clip(root / "in" / "clips" / "anger" / f"{TRIAL}.mp4", audio=False)
     return Case(["faces", "--clips", str(clips)], clips)
 
 
@@ -274,8 +232,8 @@ def test_overlapping_outputs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def _old_table(out: Path, name: str, columns: list[str] | tuple[str, ...], row: dict) -> None:
-    _csv(out / name, columns, [row])
-    _clip(out / "old_clip.mp4", frames=3, audio=False)
+    write_csv(out / name, columns, [row])
+    write_clip(out / "old_clip.mp4", frames=3, audio=False)
 
 
 @dataclass(frozen=True)
@@ -287,7 +245,7 @@ class EmptyCase:
 
 def _empty_segment(root: Path, _: Path) -> EmptyCase:
     case = _segment(root)
-    _clip(root / "wrong" / "p002.mp4")  # a wrong --sessions: another study's recording
+    write_clip(root / "wrong" / "p002.mp4")  # a wrong --sessions: another study's recording
     args = [a if a != str(case.target) else str(root / "wrong") for a in case.args]
     out = root / "out"
     _old_table(out, "trials.csv", TRIALS_COLUMNS, TRIAL_ROW)
@@ -296,10 +254,10 @@ def _empty_segment(root: Path, _: Path) -> EmptyCase:
 
 def _empty_validate(root: Path, _: Path) -> EmptyCase:
     trials, marks = _validate_inputs(root)
-    _csv(trials, TRIALS_COLUMNS, [])  # trials.csv emptied
+    write_csv(trials, TRIALS_COLUMNS, [])  # trials.csv emptied
     out = root / "out"
     _old_table(out, "valid_trials.csv", [*TRIALS_COLUMNS, *MARKS_ROW], TRIAL_ROW | MARKS_ROW)
-    _csv(root / "report" / "summary.csv", ["verdict"], [{"verdict": "pass"}])
+    write_csv(root / "report" / "summary.csv", ["verdict"], [{"verdict": "pass"}])
     return EmptyCase(["validate", "--trials", str(trials), "--marks", str(marks), "--report",
                       str(root / "report")], out, {})  # fmt: skip
 
@@ -307,9 +265,9 @@ def _empty_validate(root: Path, _: Path) -> EmptyCase:
 def _empty_trim(root: Path, _: Path) -> EmptyCase:
     case = _trim(root)
     valid = Path(case.args[2])
-    _csv(valid, [*TRIALS_COLUMNS, *MARKS_ROW], [TRIAL_ROW | MARKS_ROW | {"other": 1}])
+    write_csv(valid, [*TRIALS_COLUMNS, *MARKS_ROW], [TRIAL_ROW | MARKS_ROW | {"other": 1}])
     out = root / "out"
-    _old_table(out, "clips.csv", ["trial_id", "participant", "label", "peak"],
+    _old_table(out, "clips.csv", CLIP_COLUMNS,
                {"trial_id": "p009_001", "participant": "p009", "label": "fear", "peak": 1})
     return EmptyCase(case.args, out, {})
 
@@ -328,7 +286,7 @@ def _empty_faces(root: Path, _: Path) -> EmptyCase:
 def _empty_split(root: Path, tiny_faces: Path) -> EmptyCase:
     case = _split(root, tiny_faces)
     rows = list(csv.DictReader(case.target.open(newline="")))
-    _csv(case.target, FACES_COLUMNS, [r | {"excluded": "face in 0 of 6 frames"} for r in rows])
+    write_csv(case.target, FACES_COLUMNS, [r | {"excluded": "face in 0 of 6 frames"} for r in rows])
     out = root / "out"
     shutil.copytree(tiny_faces / "splits", out)
     return EmptyCase(case.args, out, {})
@@ -343,7 +301,7 @@ def _empty_import(root: Path, _: Path) -> EmptyCase:
 
 def _empty_train(root: Path, tiny_faces: Path) -> EmptyCase:
     case = _train(root, tiny_faces)
-    _csv(root / "in" / "splits" / "train.csv", ["trial_id", "participant", "label", "file"], [])
+    write_csv(root / "in" / "splits" / "train.csv", MANIFEST_COLUMNS, [])
     out = root / "out"
     _model_file(out / "model.pt", ["anger", "happiness", "surprise"])
     return EmptyCase(case.args, out, {})
@@ -351,9 +309,9 @@ def _empty_train(root: Path, tiny_faces: Path) -> EmptyCase:
 
 def _empty_evaluate(root: Path, tiny_faces: Path) -> EmptyCase:
     case = _evaluate(root, tiny_faces, "--plots")
-    _csv(root / "data" / "splits" / "test.csv", ["trial_id", "participant", "label", "file"], [])
+    write_csv(root / "data" / "splits" / "test.csv", MANIFEST_COLUMNS, [])
     out = root / "out"
-    _csv(out / "report.json.csv", ["war"], [{"war": 0.5}])
+    write_csv(out / "report.json.csv", ["war"], [{"war": 0.5}])
     return EmptyCase(case.args, out, {})
 
 

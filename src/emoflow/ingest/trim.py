@@ -60,12 +60,11 @@ def cut_clip(source: Path, dest: Path, start: int, end: int, crf: int) -> int:
                     if i >= start:
                         w.write_frame(frame)
                         written += 1
+            if written != end - start + 1:  # raised inside: nothing is left at dest
+                raise InputError(source, f"has {seen} frames, marks end at frame {end}")
             tmp_mp4.replace(tmp)
         finally:
             tmp_mp4.unlink(missing_ok=True)
-    if written != end - start + 1:
-        dest.unlink(missing_ok=True)
-        raise InputError(source, f"has {seen} frames, marks end at frame {end}")
     return written
 
 
