@@ -73,7 +73,7 @@ def _dvc(repo: Path, action: str, targets: list[str], timeout_h: float,
                       remote=remote)  # fmt: skip
     if action == "reproduce":
         ran = result["ran"]
-        get_run_logger().info("%s: ran %s; up to date: %s", " ".join(targets),
+        get_run_logger().info("dvc reproduce %s: ran %s; up to date: %s", " ".join(targets),
                               ", ".join(ran) or "nothing",
                               ", ".join(s for s in result["planned"] if s not in ran) or "-")
     return result
@@ -135,7 +135,7 @@ def push(repo: Path, settings: plan.RunSettings) -> dict[str, Any]:
 
 
 @task(name="convert", task_run_name="convert-{model}")
-def convert(repo: Path, model: str, settings: plan.RunSettings) -> str:
+def convert_model(repo: Path, model: str, settings: plan.RunSettings) -> str:
     """A TensorRT engine beside the ONNX file, only where a GPU and TensorRT are present."""
     logger = get_run_logger()
     if not settings.convert:
@@ -156,9 +156,9 @@ def convert(repo: Path, model: str, settings: plan.RunSettings) -> str:
 
 
 @task(name="register", task_run_name="register-{model}", **RETRY)
-def register(repo: Path, model: str, settings: plan.RunSettings) -> dict[str, Any]:
+def register_model(repo: Path, model: str, settings: plan.RunSettings) -> dict[str, Any]:
     """A registry version of models/<model> (@challenger), unless one holds this model.pt."""
-    from emoflow.release.registry import register as register_model
+    from emoflow.release.registry import register
 
     logger = get_run_logger()
     model_dir = repo / "models" / model
@@ -168,13 +168,13 @@ def register(repo: Path, model: str, settings: plan.RunSettings) -> dict[str, An
         logger.info("register: %s v%s already holds this model.pt: not registered again",
                     name, version)  # fmt: skip
         return {"name": name, "version": version, "run_id": run_id, "existing": True}
-    done = register_model(model_dir, model, settings.params, repo / "metrics" / f"{model}.json")
+    done = register(model_dir, model, settings.params, repo / "metrics" / f"{model}.json")
     return {"name": done.name, "version": done.version, "run_id": done.run_id,
             "files": list(done.files), "existing": False}  # fmt: skip
 
 
 @task(name="promote", task_run_name="promote-{model}", **RETRY)
-def promote(repo: Path, model: str, version: str, settings: plan.RunSettings
+def promote_model(repo: Path, model: str, version: str, settings: plan.RunSettings
             ) -> dict[str, Any]:  # fmt: skip
     """Score the challenger and the champion on today's test split; move @champion if it wins."""
     from emoflow.release.promote import promote as run_promote
@@ -218,11 +218,11 @@ def retrain(models: list[str] | None = None, convert: bool | None = None,
         for step in ("preprocess", "train", "evaluate", "export"):
             run["steps"][step] = stages(root, step, settings)
         for m, info in run["models"].items():
-            info["convert"] = convert(root, m, settings)
+            info["convert"] = convert_model(root, m, settings)
         for m, info in run["models"].items():
-            info["registered"] = register(root, m, settings)
+            info["registered"] = register_model(root, m, settings)
         for m, info in run["models"].items():
-            info["promotion"] = promote(root, m, info["registered"]["version"], settings)
+            info["promotion"] = promote_model(root, m, info["registered"]["version"], settings)
         run["push"] = push(root, settings)
         for m, info in run["models"].items():
             info["metrics"] = report.metrics_rows(root, [m])[0]

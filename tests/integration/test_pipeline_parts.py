@@ -155,7 +155,8 @@ def test_reports_are_built_from_the_stage_files(tmp_path: Path) -> None:
     assert str(tmp_path / report.GATE_DOCS) in md
     run = {"models": {"fan": {"metrics": rows[0], "registered": {"name": "emoflow-fan",
                                                                  "version": "2"},
-                              "promotion": "kept champion v1"}},
+                              "promotion": {"outcome": "kept",
+                                            "message": "kept champion v1"}}},
            "steps": {"train": {"planned": ["split", "train@fan"], "ran": ["train@fan"]}}}
     md = report.run_markdown(run)
     assert "| fan | 0.500 | 0.250 | – | 4 | – |" in md

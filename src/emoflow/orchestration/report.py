@@ -99,8 +99,10 @@ def run_markdown(run: Mapping[str, Any]) -> str:
         reg = info.get("registered") or {}
         version = (f"`{reg.get('name')}` v{reg.get('version')}"
                    + (" (already registered, same model.pt)" if reg.get("existing") else ""))
+        promotion = info.get("promotion") or {}
+        decision = (promotion.get("message") if isinstance(promotion, Mapping) else promotion)
         lines.append(f"- **{m}**: {version if reg else 'not registered'}; "
-                     f"{info.get('promotion') or 'no promotion decision'}")  # fmt: skip
+                     f"{decision or 'no promotion decision'}")  # fmt: skip
         if info.get("convert"):
             lines.append(f"  - convert: {info['convert']}")
         if info.get("mlflow_run"):
