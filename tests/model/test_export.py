@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,10 @@ from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError
 from emoflow.inference import Predictor
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE
-from emoflow.release.export import ParityError, export_model
+from emoflow.inference.backends import onnx_session
+from emoflow.inference.graph import load_clip_model
+from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, read_spec
+from emoflow.release.export import ParityError, export_model, export_onnx, run_clips
 from emoflow.training.trainer import train_model
 
 ARCHS = ("fan", "deep_emotion")
@@ -114,3 +118,71 @@ def _params(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def test_the_fp16_graph_for_tensorrt_stays_within_its_tolerance(
+    exported: dict[str, Path], tiny_faces: Path, tmp_path: Path
+) -> None:
+    """What ``convert --precision fp16`` hands TensorRT, run by ONNX Runtime on the CPU."""
+    spec = read_spec(exported["fan"])
+    path = tmp_path / "model.fp16.onnx"
+    export_onnx(load_clip_model(spec, half=True), spec, path)
+    graph = onnx.load(str(path))
+    halves = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(halves) > 20  # the trunk's weights are float16
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces", spec.classes)
+    runs = []
+    for p in (path, exported["fan"] / ONNX_FILE):
+        s = onnx_session(p)
+        runs.append(run_clips(lambda f, m, s=s: s.run(None, {"frames": f, "mask": m}), refs,
+                              spec)[0])  # fmt: skip
+    diff = np.abs(runs[0] - runs[1]).max()
+    assert 0 < diff <= 1e-2 and (runs[0].argmax(1) == runs[1].argmax(1)).all()
+
+
+def _has_tensorrt() -> bool:
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_tensorrt(), reason="TensorRT and a GPU are here")
+def test_convert_without_tensorrt_names_what_is_missing(exported: dict[str, Path],
+                                                        tiny_faces: Path) -> None:  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "emoflow.cli", "convert", "--model", "fan",
+                          "--model-dir", str(exported["fan"]), "--faces",
+                          str(tiny_faces / "faces"), "--splits", str(tiny_faces / "splits")],
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "pip install tensorrt-cu12" in lines[0]
+    assert not (exported["fan"] / "model.engine").exists()
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_agrees_with_onnx_runtime(exported: dict[str, Path], tiny_faces: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    if not _has_tensorrt():
+        pytest.skip("needs TensorRT and a CUDA GPU")
+    from emoflow.release.convert import convert_model
+
+    folder = tmp_path / "fan"
+    shutil.copytree(exported["fan"], folder)
+    info = convert_model(folder, tiny_faces / "faces", tiny_faces / "splits", "fp16", (1, 4, 8))
+    assert info["parity"]["argmax_agreement"] >= 0.99 and info["parity"]["max_abs_diff"] <= 1e-2
+    t = Predictor.from_dir(folder)
+    assert t.backend == "tensorrt"
+    o = Predictor.from_dir(folder, backend="onnx")
+    clips = _read(sorted((tiny_faces / "faces").rglob("*.faces.zip")), False)
+    for a, b in zip(t.predict_face_batches(clips), o.predict_face_batches(clips), strict=True):
+        assert a.label == b.label
+    # An engine from another GPU or TensorRT: refused with a message, never a crash.
+    meta = json.loads((folder / "engine.json").read_text())
+    (folder / "engine.json").write_text(json.dumps({**meta, "gpu": "Some Other GPU"}))
+    with pytest.raises(EmoflowError, match="rebuild it here"):
+        Predictor.from_dir(folder, backend="tensorrt")
+    assert Predictor.from_dir(folder).backend == "onnx"

@@ -11,7 +11,10 @@ per-frame weights ``(B, T)`` (rows sum to 1, 0 at padding):
   and each frame's share in the averaged probability of the predicted class.
 
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
-that ONNX: the same computation everywhere. Inputs are made by the datasets' own code.
+that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
+``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
+normalisation table, the softmax, the frame means and the weight normalisation (the FP16 graph
+``emoflow convert`` gives a strongly typed TensorRT network).
 """
 
 from __future__ import annotations
@@ -24,26 +27,31 @@ from torch import Tensor, nn
 
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
 from emoflow.inference.model_dir import ModelSpec
-from emoflow.models import build_model
+from emoflow.models import FANOutput, build_model
 
 INPUTS = ("frames", "mask")
 OUTPUTS = ("probabilities", "weights")
 
 
 class ClipModel(nn.Module):
-    def __init__(self, model: nn.Module, arch: str, grayscale: bool) -> None:
+    def __init__(self, model: nn.Module, arch: str, grayscale: bool, half: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.half() if half else model
         self.arch = arch
         self.grayscale = grayscale
+        self.half = half
 
     def forward(self, frames: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        frames = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
+        x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
+        if self.half:
+            x = x.half()
         if self.arch == "fan":
-            out = self.model(frames, mask, return_weights=True)
-            return F.softmax(out.logits.float(), dim=1), out.frame_weights.float()
+            out = self.model(x, mask, return_weights=True)
+            beta = None if out.beta is None else out.beta.float()
+            out = FANOutput(out.logits.float(), out.alpha.float(), beta)
+            return F.softmax(out.logits, dim=1), out.frame_weights
         b, t = mask.shape
-        logits = self.model(frames.reshape(b * t, *frames.shape[2:]))
+        logits = self.model(x.reshape(b * t, *x.shape[2:]))
         keep = mask.unsqueeze(-1).float()
         p = F.softmax(logits.float(), dim=1).reshape(b, t, -1) * keep
         probs = p.sum(1) / keep.sum(1)
@@ -52,11 +60,11 @@ class ClipModel(nn.Module):
         return probs, share / share.sum(1, keepdim=True)
 
 
-def load_clip_model(spec: ModelSpec) -> ClipModel:
+def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
     model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
     model.load_state_dict(spec.meta["state_dict"])
-    return ClipModel(model, spec.arch, spec.grayscale).eval()
+    return ClipModel(model.eval(), spec.arch, spec.grayscale, half).eval()
 
 
 def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:

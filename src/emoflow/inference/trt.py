@@ -66,24 +66,19 @@ def _describe(m: dict[str, Any]) -> str:
             f"{m.get('tensorrt')}")  # fmt: skip
 
 
-class TensorRTBackend:
-    """Runs the engine with PyTorch CUDA tensors as its buffers (no extra CUDA bindings)."""
+class EngineRunner:
+    """Runs serialised engine bytes with PyTorch CUDA tensors as its buffers (no other CUDA
+    bindings needed)."""
 
-    name = "tensorrt"
-
-    def __init__(self, spec: ModelSpec) -> None:
-        why = unusable(spec)
-        if why is not None:
-            raise EmoflowError(why)
+    def __init__(self, engine: bytes, where: str, arch: str) -> None:
         trt = import_tensorrt()
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        path = spec.folder / ENGINE_FILE
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(engine)
         if self.engine is None:
-            raise EmoflowError(f"{path}: TensorRT cannot load this engine; rebuild it with "
-                               f"`emoflow convert --model {spec.arch}`")  # fmt: skip
+            raise EmoflowError(f"{where}: TensorRT cannot load this engine; rebuild it with "
+                               f"`emoflow convert --model {arch}`")  # fmt: skip
         self.context = self.engine.create_execution_context()
         self.device = torch.device("cuda")
 
@@ -107,6 +102,19 @@ class TensorRTBackend:
         stream.synchronize()
         probs, weights = (buffers[n].float().cpu().numpy() for n in OUTPUTS)
         return probs, weights
+
+
+class TensorRTBackend(EngineRunner):
+    """The folder's engine, once ``unusable`` finds nothing against it."""
+
+    name = "tensorrt"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        why = unusable(spec)
+        if why is not None:
+            raise EmoflowError(why)
+        path = spec.folder / ENGINE_FILE
+        super().__init__(path.read_bytes(), str(path), spec.arch)
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
