@@ -47,7 +47,9 @@ def sample(
 @app.command()
 def segment(
     params: Path = ParamsOption,
-    sessions: Path = typer.Option(Path("data/raw/sessions"), help="Session recordings (*.mp4)."),
+    sessions: Path = typer.Option(
+        Path("data/raw/sessions"), help="<participant>.mp4 recordings (.mov, .mkv, .avi; any case)."
+    ),
     protocol: Path = typer.Option(Path("data/raw/protocol.csv"), help="The stimulus log."),
     out: Path = typer.Option(Path("data/interim/trials"), help="Trial clips and trials.csv."),
 ) -> None:
@@ -127,7 +129,9 @@ def import_dataset(
     cropped: bool = typer.Option(False, "--cropped", help="Frames are already cropped faces."),
     grayscale: bool = typer.Option(False, "--grayscale", help="Store faces as grayscale."),
     peak: str = typer.Option("none", "--peak", help="none | last (CK+: sequences end at apex)."),
-    static: bool = typer.Option(False, "--static", help="Each image in a label folder is a clip."),
+    static: bool = typer.Option(
+        False, "--static", help="Each image is a clip (sets faces.min_face_frames to 1)."
+    ),
     folds: int = typer.Option(0, "--folds", help="Also write k subject-independent folds."),
     params: Path = ParamsOption,
     video_ext: str = typer.Option("mp4,avi,mov,mkv", "--video-ext", help="Video extensions."),

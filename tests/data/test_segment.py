@@ -49,15 +49,18 @@ def test_clips_start_on_the_beep_frame_and_keep_their_audio(small_sample: Path,
         assert int(np.argmin(diffs)) == 2, diffs  # the very frame, not a neighbour
 
 
-def _with_extra_trial(small_sample: Path, tmp_path: Path) -> Path:
-    rows = _rows(small_sample / "raw" / "protocol.csv")
-    rows.append({"participant": "p002", "trial": "8", "emotion": "anger", "stimulus": "x.mp4"})
-    path = tmp_path / "protocol.csv"
+def _write_protocol(path: Path, rows: list[dict[str, str]]) -> Path:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def _with_extra_trial(small_sample: Path, tmp_path: Path) -> Path:
+    rows = _rows(small_sample / "raw" / "protocol.csv")
+    rows.append({"participant": "p002", "trial": "8", "emotion": "anger", "stimulus": "x.mp4"})
+    return _write_protocol(tmp_path / "protocol.csv", rows)
 
 
 def test_mismatch_fails_by_default_and_writes_nothing(small_sample: Path, tmp_path: Path) -> None:
@@ -111,7 +114,7 @@ def test_bad_protocol_names_the_row(small_sample: Path, tmp_path: Path, text: st
                          SegmentParams())  # fmt: skip
 
 
-def _remux(src: Path, dst: Path, fmt: str, options: dict[str, str] | None = None) -> None:
+def remux(src: Path, dst: Path, fmt: str, options: dict[str, str] | None = None) -> None:
     """Copy the streams of ``src`` into another container, no re-encoding."""
     import av
 
@@ -125,10 +128,10 @@ def _remux(src: Path, dst: Path, fmt: str, options: dict[str, str] | None = None
             o.mux(packet)
 
 
-def _cut_short(src: Path, dst: Path, seconds: float) -> None:
+def cut_short_mp4(src: Path, dst: Path, seconds: float) -> None:
     """A ``+faststart`` MP4 (index at the front) that lost its end: it still opens."""
     full = dst.with_name("full.mp4")
-    _remux(src, full, "mp4", {"movflags": "+faststart"})
+    remux(src, full, "mp4", {"movflags": "+faststart"})
     data = full.read_bytes()
     dst.write_bytes(data[: round(len(data) * seconds / probe(full).duration_s)])
     full.unlink()
@@ -137,19 +140,14 @@ def _cut_short(src: Path, dst: Path, seconds: float) -> None:
 def _protocol_of(small_sample: Path, tmp_path: Path, participants: set[str]) -> Path:
     rows = [r for r in _rows(small_sample / "raw" / "protocol.csv")
             if r["participant"] in participants]  # fmt: skip
-    path = tmp_path / "protocol.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return _write_protocol(tmp_path / "protocol.csv", rows)
 
 
 def test_a_session_cut_short_is_named_not_a_missing_beep(small_sample: Path, tmp_path: Path
                                                         ) -> None:  # fmt: skip
     sessions = tmp_path / "sessions"
     sessions.mkdir()
-    _cut_short(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.mp4", 37.0)
+    cut_short_mp4(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.mp4", 37.0)
     protocol = _protocol_of(small_sample, tmp_path, {"p001"})
     with pytest.raises(SegmentError) as err:
         segment_sessions(sessions, protocol, tmp_path / "out", SegmentParams(workers=1))
@@ -169,8 +167,8 @@ def test_sessions_are_found_in_any_case_and_common_containers(
     sessions = tmp_path / "sessions"
     sessions.mkdir()
     # p001: a camera's upper-case .MP4, cut short inside its last trial; p002: Matroska.
-    _cut_short(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.MP4", last + 3)
-    _remux(small_sample / "raw" / "sessions" / "p002.mp4", sessions / "p002.Mkv", "matroska")
+    cut_short_mp4(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.MP4", last + 3)
+    remux(small_sample / "raw" / "sessions" / "p002.mp4", sessions / "p002.Mkv", "matroska")
     out = tmp_path / "out"
     with caplog.at_level("WARNING"):
         rows = segment_sessions(sessions, _protocol_of(small_sample, tmp_path, {"p001", "p002"}),

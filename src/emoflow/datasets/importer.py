@@ -29,10 +29,10 @@ from emoflow.config import FacesParams, Params
 from emoflow.errors import InputError
 from emoflow.faces.pipeline import process_frames
 from emoflow.faces.select import select_frames
-from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV, faces_row
+from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV, faces_row, warn_short_clips
 from emoflow.faces.store import SUFFIX, write_face_clip
 from emoflow.fsio import atomic_dir, atomic_write_text
-from emoflow.media.video import iter_frames
+from emoflow.media.video import iter_frames, probe
 from emoflow.parallel import parallel_map
 from emoflow.tables import write_table
 
@@ -407,6 +407,17 @@ def _check_some_kept(rows: list[dict[str, Any]], root: Path, fp: FacesParams) ->
                      f"{rows[0]['trial_id']}: {rows[0]['excluded']}): {hint}")  # fmt: skip
 
 
+def _warn_short_videos(clips: list[SourceClip], rows: list[dict[str, Any]]) -> None:
+    """Videos that decoded to fewer frames than their container declares (beyond rounding)."""
+    checks = []
+    for c, r in zip(clips, rows, strict=True):
+        if c.kind == "video":
+            declared = probe(c.paths[0]).frames
+            checks.append((c.paths[0], r["frames_decoded"],
+                           declared if declared > r["frames_decoded"] + 1 else None, None))
+    warn_short_clips("import", checks, "its container")
+
+
 def _summary(found: _Found, rows: list[dict[str, Any]], out: Path) -> None:
     per_label = Counter(c.label for c in found.clips)
     excluded = [r for r in rows if r["excluded"]]
@@ -442,6 +453,7 @@ def import_dataset(root: Path, out: Path, params: Params, opts: ImportOptions,
              "cropped" if opts.cropped else "detect", classes, workers)  # fmt: skip
     with atomic_dir(out) as tmp:
         rows = _run([(c, tmp, fp, opts) for c in clips], workers)
+        _warn_short_videos(clips, rows)
         _check_some_kept(rows, root, fp)
         write_table(tmp / FACES_CSV, FACES_COLUMNS, rows)
         atomic_write_text(tmp / CLASSES_TXT, "".join(f"{c}\n" for c in classes))

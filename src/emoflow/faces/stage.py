@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,27 @@ def read_clips_table(path: Path) -> list[dict[str, str]]:
             raise InputError(path, f"peak must be empty or a frame index >= 0, {INTEGER_RULE}; "
                              f"got {text!r}", f"row {n}")  # fmt: skip
     return rows
+
+
+def warn_short_clips(stage: str, clips: Iterable[tuple[Path, int, int | None, int | None]],
+                     listed_in: str) -> list[Path]:  # fmt: skip
+    """Warn about each clip that decoded to fewer frames than ``listed_in`` says it has.
+
+    ``clips``: (file, frames decoded, frames listed or None, peak or None). Decoding stops
+    quietly where a damaged or cut file ends, so only this comparison tells; the clip's faces
+    then come from the decoded part only. Returns the short clips, for the stage's summary.
+    """
+    short = []
+    for path, decoded, listed, peak in clips:
+        if listed is None or decoded >= listed:
+            continue
+        lost = f"; its peak (frame {peak}) is past that end" if peak is not None and \
+            peak >= decoded else ""  # fmt: skip
+        log.warning("%s: %s decodes to %d frames but %s lists %d: the clip ends early (a "
+                    "damaged or cut file?), its faces come from those %d frames only%s", stage,
+                    path, decoded, listed_in, listed, decoded, lost)  # fmt: skip
+        short.append(path)
+    return short
 
 
 def keep_faces(stage: str, out_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -114,6 +135,9 @@ def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[d
         results = parallel_map(clip_faces, jobs, params.workers, "faces", "clip")
         keep_faces("faces", out_dir, results)
         write_table(tmp / FACES_CSV, FACES_COLUMNS, results)
+    short = warn_short_clips("faces", (
+        (v, res["frames_decoded"], parse_int(r.get("frames") or ""), parse_int(r["peak"] or ""))
+        for r, v, res in zip(rows, videos, results, strict=True)), clips_csv.name)  # fmt: skip
     decoded = sum(r["frames_decoded"] for r in results)
     found = sum(r["frames_with_face"] for r in results)
     excluded = [r for r in results if r["excluded"]]
@@ -121,8 +145,9 @@ def extract_faces(clips_csv: Path, out_dir: Path, params: FacesParams) -> list[d
     why = "".join(f"; {r['trial_id']}: {r['excluded']}" for r in excluded)
     log.info(
         "faces: %d clips, %d frames decoded, face in %d (%.1f %%; %s); wrote %d face files, "
-        "excluded %d clips%s", len(results), decoded, found, 100 * found / max(decoded, 1),
-        ", ".join(f"{k} {v}" for k, v in by.items()), len(results) - len(excluded),
-        len(excluded), why,
+        "excluded %d clips%s; %d clips shorter than %s lists%s", len(results), decoded, found,
+        100 * found / max(decoded, 1), ", ".join(f"{k} {v}" for k, v in by.items()),
+        len(results) - len(excluded), len(excluded), why, len(short), clips_csv.name,
+        "".join(f"; {p}" for p in short),
     )  # fmt: skip
     return results
