@@ -162,5 +162,6 @@ def test_reports_are_built_from_the_stage_files(tmp_path: Path) -> None:
     assert "| fan | 0.500 | 0.250 | – | 4 | – |" in md
     assert "`emoflow-fan` v2" in md and "kept champion v1" in md
     assert "train: ran train@fan; up to date: split" in md
+    assert "- sync: the workspace as it was" in md and "- dvc push: not run" in md
     path = report.write_run_report(tmp_path, run)
     assert json.loads(path.read_text())["models"]["fan"]["registered"]["version"] == "2"

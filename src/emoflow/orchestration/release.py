@@ -7,20 +7,21 @@ A scheduled run with nothing new must not add a registry version per week: a mod
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
+from emoflow.errors import EmoflowError
 from emoflow.training.checkpoint import MODEL_FILE
 
 
 def convert_unavailable() -> str | None:
-    """Why TensorRT engines cannot be built here, or None when a GPU and TensorRT are present."""
-    import torch
+    """Why TensorRT engines cannot be built here (what is missing and how to get it, in the
+    words ``emoflow convert`` would use), or None when a GPU and TensorRT are present."""
+    from emoflow.inference.trt import import_tensorrt
 
-    if not torch.cuda.is_available():
-        return "no CUDA GPU here (torch.cuda.is_available() is False)"
-    if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install tensorrt-cu12 on the GPU machine)"
+    try:
+        import_tensorrt()
+    except EmoflowError as exc:
+        return str(exc)
     return None
 
 

@@ -113,11 +113,24 @@ def run_markdown(run: Mapping[str, Any]) -> str:
         skipped = [s for s in res.get("planned") or [] if s not in ran]
         lines.append(f"- {step}: ran {', '.join(ran) or 'nothing'}"
                      + (f"; up to date: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
-    extra = [f"- {k}: {run[k]}" for k in ("git_commit", "sync", "push", "tracking_uri")
-             if run.get(k)]  # fmt: skip
-    if extra:
-        lines += ["", "## Run", "", *extra]
+    lines += ["", "## Run", "", f"- sync: {_sync_text(run.get('sync') or {})}",
+              f"- dvc push: {_push_text(run.get('push') or {})}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _sync_text(sync: Mapping[str, Any]) -> str:
+    if sync.get("mode") != "pull":
+        return "the workspace as it was"
+    old, new = sync.get("git") or ("?", "?")
+    pulled = sync.get("dvc") or {}
+    return (f"git {old[:10]} → {new[:10]}; dvc pull "
+            + (pulled.get("skipped") or f"from {pulled.get('remote')}"))
+
+
+def _push_text(push: Mapping[str, Any]) -> str:
+    if not push:
+        return "not run"
+    return push.get("skipped") or f"{push.get('pushed')} file(s) to {push.get('remote')}"
 
 
 def write_run_report(repo: Path, run: Mapping[str, Any]) -> Path:
