@@ -226,6 +226,46 @@ def crossval(
     summarise(files, Path(f"metrics/{model}_cv.json"))
 
 
+@app.command()
+def register(
+    model: str = ModelOption,
+    params: Path = ParamsOption,
+    model_dir: Path | None = typer.Option(None, help="[default: models/<model>]"),
+    metrics: Path | None = typer.Option(None, help="Test metrics [default: metrics/<model>.json]"),
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+) -> None:
+    """A new registry version of emoflow-<model> from the model folder; alias challenger."""
+    from emoflow.release.registry import register as register_model
+
+    done = register_model(model_dir or Path("models") / model, model, load_params(params),
+                          metrics or Path(f"metrics/{model}.json"), (faces, splits))  # fmt: skip
+    typer.echo(f"registered {done.uri} ({', '.join(done.files)}) as @challenger")
+
+
+@app.command()
+def promote(
+    model: str = ModelOption,
+    metric: str = typer.Option("uar", help="uar | war | macro_f1"),
+    min_delta: float = typer.Option(0.005, help="How much the challenger must win by."),
+    require_promotion: bool = typer.Option(
+        False, "--require-promotion", help="Exit 3 when the champion stays (for pipelines)."
+    ),
+    test: Path = typer.Option(Path("data/processed/splits/test.csv"), help="Test manifest."),
+    faces: Path = FacesDirOption,
+    report: Path = typer.Option(Path("reports/promotion.json"), help="The decision record."),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | tensorrt"),
+    challenger: str | None = typer.Option(None, help="Version [default: @challenger]."),
+) -> None:
+    """Score @challenger and @champion on the test set now; move @champion only if it wins."""
+    from emoflow.release.promote import exit_code
+    from emoflow.release.promote import promote as run_promote
+
+    decision = run_promote(model, metric, min_delta, test, faces, report, backend, challenger)
+    typer.echo(decision.message)
+    raise typer.Exit(exit_code(decision, require_promotion))
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
     from mlflow.models.signature import ModelSignature
 
+    from emoflow.config import Params
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "mlflow.db"
@@ -153,6 +155,15 @@ def _truncate(text: str) -> str:
     if len(text) <= MAX_PARAM_VALUE_LENGTH:
         return text
     return text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATED)] + TRUNCATED
+
+
+def training_params(model_name: str, params: Params) -> dict[str, Any]:
+    """The params sections a training of ``model_name`` depends on (what its run logs):
+    classes, train (without the other model's section), faces and split."""
+    section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
+    section["train"] = {k: v for k, v in section["train"].items()
+                        if k not in ({"fan", "deep_emotion"} - {model_name})}  # fmt: skip
+    return section
 
 
 def lineage_tags(repo: Path = Path("."), data_paths: Sequence[str] = ()) -> dict[str, str]:
