@@ -12,7 +12,14 @@ import pytest
 
 from emoflow.config import SegmentParams
 from emoflow.errors import InputError
-from emoflow.ingest.segment import TRIALS_COLUMNS, SegmentError, segment_sessions
+from emoflow.ingest.protocol import read_protocol
+from emoflow.ingest.segment import (
+    TRIALS_COLUMNS,
+    SegmentError,
+    find_session_beeps,
+    find_sessions,
+    segment_sessions,
+)
 from emoflow.media.video import iter_frames, probe
 
 
@@ -169,15 +176,23 @@ def test_sessions_are_found_in_any_case_and_common_containers(
     # p001: a camera's upper-case .MP4, cut short inside its last trial; p002: Matroska.
     cut_short_mp4(small_sample / "raw" / "sessions" / "p001.mp4", sessions / "p001.MP4", last + 3)
     remux(small_sample / "raw" / "sessions" / "p002.mp4", sessions / "p002.Mkv", "matroska")
+    (sessions / "notes.txt").write_text("not a recording")
+    assert find_sessions(sessions) == {"p001": sessions / "p001.MP4", "p002": sessions / "p002.Mkv"}
+    protocol = _protocol_of(small_sample, tmp_path, {"p001", "p002"})
+    mkv = find_session_beeps(sessions / "p002.Mkv", read_protocol(protocol)["p002"],
+                             SegmentParams(), protocol)  # fmt: skip
+    assert mkv.skipped is None
+    onsets = [float(t["onset_s"]) for t in truth.values() if t["participant"] == "p002"]
+    np.testing.assert_allclose([b.onset_s for b in mkv.beeps], onsets, atol=1 / 30)
     out = tmp_path / "out"
-    with caplog.at_level("WARNING"):
-        rows = segment_sessions(sessions, _protocol_of(small_sample, tmp_path, {"p001", "p002"}),
-                                out, SegmentParams(workers=1))  # fmt: skip
-    assert [r["trial_id"] for r in rows] == [t for t in truth if t[:4] in ("p001", "p002")]
+    with caplog.at_level("WARNING"):  # cutting p001 is enough for the rest: one session
+        rows = segment_sessions(sessions, _protocol_of(small_sample, tmp_path, {"p001"}), out,
+                                SegmentParams(workers=1))  # fmt: skip
+    assert [r["trial_id"] for r in rows] == [t for t in truth if t.startswith("p001")]
     for r in rows:
         assert abs(float(r["beep_s"]) - float(truth[r["trial_id"]]["onset_s"])) <= 1 / 30
     frames = {r["trial_id"]: r["frames"] for r in rows}
-    assert 30 < frames["p001_007"] < 180 and frames["p002_007"] == 180
+    assert 30 < frames["p001_007"] < 180 and frames["p001_006"] == 180
     assert len(list(iter_frames(out / "p001_007.mp4"))) == frames["p001_007"]
     short = [m for m in caplog.messages if "p001_007" in m]
     assert len(short) == 1 and "the file is cut short" in short[0], caplog.messages
