@@ -1,0 +1,165 @@
+"""Benchmark: PyTorch eager against ONNX Runtime (and TensorRT where present) per clip, and the
+end-to-end ``predict`` time of a 6-second 640×480 clip.
+
+model     FAN and Deep-Emotion at their params.yaml input sizes, clips of `faces.frames` frames,
+          batch 1 and 16 clips; both runtimes get the same threads (one per core)
+predict   one 6-second 640×480 30 fps clip (a real photograph's face drifting across the frame)
+          through the inference core on ONNX Runtime: decode / faces / model
+
+Uses models/<arch>/model.pt when it is there, else an untrained model of the same shape (speed
+does not depend on the weights). Last line: `infer speedup: <ratio>x` (ONNX Runtime over eager,
+FAN, batch 16).
+
+    .venv/bin/python bench/infer.py [--repeats 5] [--models models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+import torch
+
+from emoflow.config import load_params
+from emoflow.fsio import atomic_write_text
+from emoflow.inference import Predictor
+from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_session
+from emoflow.inference.graph import load_clip_model
+from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
+from emoflow.media.video import MediaWriter
+from emoflow.release.export import OPSET, export_info, export_onnx
+from emoflow.training import checkpoint as ckpt
+
+ARCHS = ("fan", "deep_emotion")
+
+
+def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
+    """A copy of models/<arch>/model.pt, or an untrained model of the params' shape, exported."""
+    out = tmp / arch
+    out.mkdir()
+    own = models / arch / ckpt.MODEL_FILE
+    if own.exists():
+        (out / ckpt.MODEL_FILE).write_bytes(own.read_bytes())
+    else:
+        from emoflow.training.tasks import make_task
+
+        p = load_params(params_path)
+        task = make_task(arch, p.train.fan, p.train.deep_emotion, 0)
+        cfg = task.cfg
+        ckpt.save(out / ckpt.MODEL_FILE, {
+            "arch": arch, "classes": list(p.classes), "model_config": task.model_config(),
+            "state_dict": task.build(len(p.classes)).state_dict(), "image_size": cfg.image_size,
+            "grayscale": getattr(cfg, "grayscale", False),
+            "preprocessing": p.faces.model_dump(exclude={"workers"}),
+        })  # fmt: skip
+    spec = read_spec(out)
+    export_onnx(load_clip_model(spec), spec, out / ONNX_FILE, OPSET)
+    info = export_info(spec, OPSET, {"note": "bench/infer.py: no parity check"}, out / ONNX_FILE)
+    atomic_write_text(out / EXPORT_JSON, json.dumps(info))
+    return out
+
+
+def clip_batch(spec: ModelSpec, clips: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    t, s, c = spec.preprocessing.frames, spec.image_size, spec.channels
+    return (rng.integers(0, 256, (clips, t, s, s, c), dtype=np.uint8),
+            np.ones((clips, t), dtype=bool))  # fmt: skip
+
+
+def per_clip_ms(run: Callable[[], object], clips: int, repeats: int) -> float:
+    run()  # warm-up: allocations, ORT's first-run work, oneDNN primitive caches
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times) / clips
+
+
+def runtimes(folder: Path, spec: ModelSpec) -> dict[str, Callable]:
+    eager = TorchBackend(spec, "cpu")
+    sess = onnx_session(folder / ONNX_FILE)
+    out: dict[str, Callable] = {
+        "eager": eager.run,
+        "onnxruntime": lambda f, m: sess.run(None, {"frames": f, "mask": m}),
+    }
+    if torch.cuda.is_available():  # for reference on a GPU machine (not in the ratio)
+        out["eager-cuda"] = TorchBackend(spec, "cuda").run
+    try:
+        from emoflow.inference.trt import EngineRunner, import_tensorrt
+        from emoflow.release.convert import build_engine
+
+        trt = import_tensorrt()
+        engine = build_engine(trt, folder / ONNX_FILE, spec, "fp32", (1, 16, 64))
+        out["tensorrt"] = EngineRunner(engine, "bench", spec.arch).run
+    except Exception as exc:  # no TensorRT or no GPU here: say so, measure the rest
+        print(f"  (tensorrt skipped: {str(exc).splitlines()[0]})")
+    return out
+
+
+def six_second_clip(path: Path) -> Path:
+    img = cv2.resize(skimage.data.astronaut()[0:300, 80:480], (640, 480))
+    with MediaWriter(path, 30, 640, 480) as mw:
+        for i in range(180):
+            mw.write_frame(cv2.cvtColor(np.roll(img, i, axis=1), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def predict_timings(folder: Path, tmp: Path) -> None:
+    video = six_second_clip(tmp / "clip.mp4")
+    p = Predictor.from_dir(folder, backend="onnx")
+    p.predict_video(video)  # warm-up: dlib models load once per process
+    runs = [p.predict_video(video).timings_ms for _ in range(3)]
+    med = {k: statistics.median(getattr(r, k) for r in runs)
+           for k in ("decode", "faces", "model", "total")}  # fmt: skip
+    print(f"predict, 6 s 640x480 clip (180 frames), fan on onnxruntime: decode "
+          f"{med['decode']:.0f} ms, faces {med['faces']:.0f} ms, model {med['model']:.0f} ms, "
+          f"total {med['total']:.0f} ms")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--skip-predict", action="store_true",
+                    help="model timings only (a machine without dlib's landmark models)")
+    args = ap.parse_args()
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    print(f"threads: torch {torch.get_num_threads()}, onnxruntime {threads} (cores {threads})")
+    results: dict[tuple[str, int, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        folders = {a: model_folder(a, args.models, args.params, tmp) for a in ARCHS}
+        for arch, folder in folders.items():
+            spec = read_spec(folder)
+            trained = (args.models / arch / ckpt.MODEL_FILE).exists()
+            print(f"{arch}: {spec.image_size} px, {spec.preprocessing.frames} frames a clip "
+                  f"({'models/' + arch if trained else 'untrained weights'})")  # fmt: skip
+            for name, run in runtimes(folder, spec).items():
+                for b in (1, 16):
+                    x, m = clip_batch(spec, b)
+                    ms = per_clip_ms(lambda run=run, x=x, m=m: run(x, m), b, args.repeats)
+                    results[(arch, b, name)] = ms
+            for b in (1, 16):
+                row = ", ".join(f"{n} {results[(arch, b, n)]:.1f}" for _, bb, n in
+                                [k for k in results if k[0] == arch and k[1] == b])  # fmt: skip
+                ratio = results[(arch, b, "eager")] / results[(arch, b, "onnxruntime")]
+                print(f"  batch {b:2d}: ms per clip: {row}; onnxruntime {ratio:.2f}x eager")
+        if not args.skip_predict:
+            predict_timings(folders["fan"], tmp)
+    speedup = results[("fan", 16, "eager")] / results[("fan", 16, "onnxruntime")]
+    print(f"infer speedup: {speedup:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
