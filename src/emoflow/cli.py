@@ -266,6 +266,64 @@ def promote(
     raise typer.Exit(exit_code(decision, require_promotion))
 
 
+ModelDirOption = typer.Option(None, help="[default: models/<model>]")
+
+
+@app.command()
+def predict(
+    videos: list[Path] = typer.Argument(..., help="Video files."),
+    model_dir: Path | None = typer.Option(None, help="A model folder [default: models/fan]."),
+    model_uri: str | None = typer.Option(
+        None, help="A registered version instead, e.g. models:/emoflow-fan@champion."
+    ),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | tensorrt"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON clip result per line."),
+) -> None:
+    """Emotion of each video: label, confidence, faces found; exit 2 if any file failed."""
+    from emoflow.inference import Predictor
+    from emoflow.inference.files import predict_files
+
+    if model_dir is not None and model_uri is not None:
+        raise typer.BadParameter("give --model-dir or --model-uri, not both")
+    predictor = (Predictor.from_uri(model_uri, backend) if model_uri
+                 else Predictor.from_dir(model_dir or Path("models/fan"), backend))  # fmt: skip
+    if predict_files(predictor, videos, as_json):
+        raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    model: str = ModelOption,
+    model_dir: Path | None = ModelDirOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+    opset: int = typer.Option(20, help="ONNX opset (Deep-Emotion's affine_grid needs 20)."),
+    tolerance: float = typer.Option(1e-4, help="Largest |Δp| allowed against PyTorch."),
+) -> None:
+    """ONNX with a dynamic clip batch, written only if it matches PyTorch on every test clip."""
+    from emoflow.release.export import export_model
+
+    export_model(model_dir or Path("models") / model, faces, splits, opset, tolerance)
+
+
+@app.command()
+def convert(
+    model: str = ModelOption,
+    model_dir: Path | None = ModelDirOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+    precision: str = typer.Option("fp16", help="fp16 | fp32"),
+    min_batch: int = typer.Option(1, help="Smallest clip batch of the optimisation profile."),
+    opt_batch: int = typer.Option(16, help="Clip batch TensorRT tunes for."),
+    max_batch: int = typer.Option(64, help="Largest clip batch."),
+) -> None:
+    """A TensorRT engine from model.onnx (GPU machine with TensorRT), checked against ONNX."""
+    from emoflow.release.convert import convert_model
+
+    convert_model(model_dir or Path("models") / model, faces, splits, precision,
+                  (min_batch, opt_batch, max_batch))  # fmt: skip
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
@@ -66,12 +67,15 @@ def test_torch_and_onnx_backends_agree_on_the_same_clips(arch: str, exported: di
     assert Predictor.from_dir(exported[arch]).backend == "onnx"  # auto prefers the export
     files = sorted((tiny_faces / "faces").rglob("*.faces.zip"))
     clips = [c[: 1 + i % 6] for i, c in enumerate(_read(files, t.spec.grayscale))]  # 1..6 frames
+    # On a GPU the torch backend's convolutions run in TF32 (PyTorch's default for cuDNN):
+    # measured 2.8e-4 against the CPU's ONNX Runtime on an H200; labels still agree.
+    tol = 1e-3 if torch.cuda.is_available() else 1e-4
     for a, b in zip(t.predict_face_batches(clips), o.predict_face_batches(clips), strict=True):
         assert a.label == b.label
         pa, pb = (np.array(list(r.probabilities.values())) for r in (a, b))
-        assert np.abs(pa - pb).max() < 1e-4
+        assert np.abs(pa - pb).max() < tol
         wa, wb = (np.array([f.weight for f in r.frames]) for r in (a, b))
-        assert np.abs(wa - wb).max() < 1e-4
+        assert np.abs(wa - wb).max() < tol
 
 
 def _read(files: list[Path], gray: bool) -> list[list[np.ndarray]]:
