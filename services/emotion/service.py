@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
+from bentoml.exceptions import BentoMLException
 from emoserve import metrics
 from emoserve.api import ERROR_RESPONSES, Info, ModelInfo, faces_of_video, read_face_uploads
 from emoserve.backend import backend_reason, has_gpu
@@ -44,6 +47,7 @@ log = logging.getLogger("emoflow.service")
 
 FACES_FIELD = ("aligned face crops of one clip, in frame order: JPEG/PNG images or one zip of "
                "them (a face file of `emoflow faces`)")  # fmt: skip
+OVERLOAD_RETRIES = 4
 SETTINGS = ServiceSettings.from_env()
 # Resolved at import, so `bentoml build` imports the model into the store and the Bento
 # carries it (the class attribute below); the services resolve again when they start.
@@ -133,8 +137,23 @@ class Emotion:
                                               SETTINGS.max_duration_s, limiter=self._cpu)
 
     async def _classify(self, chips: list[np.ndarray]) -> ClipResult:
-        out = await self.model.to_async.classify([np.stack(chips)])
-        return ClipResult.model_validate(_plain(out[0]))
+        clip = np.stack(chips)
+        for attempt in range(OVERLOAD_RETRIES + 1):
+            try:
+                out = await self.model.to_async.classify([clip])
+                return ClipResult.model_validate(_plain(out[0]))
+            except (BentoMLException, aiohttp.ClientConnectionError) as exc:
+                # The batcher sheds requests it cannot answer within max_latency_ms ("process
+                # is overloaded", 503), and a pooled connection the model server closed while
+                # idle fails once: wait a little and call again (it is idempotent), then 503.
+                if (isinstance(exc, BentoMLException)
+                        and exc.error_code != HTTPStatus.SERVICE_UNAVAILABLE):  # fmt: skip
+                    raise
+                if attempt == OVERLOAD_RETRIES:
+                    raise Rejected(503, "overloaded", "the model service is overloaded; "
+                                   "retry later") from exc  # fmt: skip
+                await anyio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
 
     @app.post("/predict", response_model=ClipResult, responses=ERROR_RESPONSES)
     async def predict(self, video: Annotated[UploadFile, File(

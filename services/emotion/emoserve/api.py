@@ -30,6 +30,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     413: {"model": ErrorBody, "description": "upload larger than the limit"},
     415: {"model": ErrorBody, "description": "not a video / not an image"},
     422: {"model": ErrorBody, "description": "too long, corrupt, or no usable face"},
+    503: {"model": ErrorBody, "description": "model service overloaded (reason overloaded)"},
 }
 
 

@@ -11,7 +11,7 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what was wrong, in one line")
     reason: str = Field(description="a stable code: unauthorized, too_large, too_long, "
                         "unsupported_type, not_video, not_image, corrupt, no_face, "
-                        "too_many_faces, invalid_request")  # fmt: skip
+                        "too_many_faces, invalid_request, overloaded")  # fmt: skip
 
 
 class Rejected(Exception):  # a response to give, not a failure of the service

@@ -32,7 +32,9 @@ class ServiceSettings(BaseModel):
     cpu_workers: int = Field(2, ge=1, description="processes of the decode + faces service")
     batching: bool = Field(True, description="adaptive batching of the model service")
     max_batch_size: int = Field(32, ge=2)
-    max_latency_ms: int = Field(200, ge=1)
+    max_latency_ms: int = Field(
+        10_000, ge=1, description="batcher's latency goal; requests it expects to miss it are "
+        "shed (503), so leave room for a cold start and a full batch on CPU")  # fmt: skip
 
     @model_validator(mode="after")
     def _one_source(self) -> ServiceSettings:
