@@ -53,8 +53,8 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_metrics_file_gives_numbers_only(tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    path.write_text(json.dumps({"war": 0.5, "uar": 0.25, "test_clips": 8, "recall": {"a": 1.0},
-                                "flag": True}))  # fmt: skip
+    path.write_text(json.dumps({"war": 0.5, "uar": 0.25, "macro_f1": True, "test_clips": 8,
+                                "val_war": 0.9, "recall": {"a": 1.0}}))  # fmt: skip
     assert reg._read_metrics(path) == {"war": 0.5, "uar": 0.25, "test_clips": 8}
     assert reg._read_metrics(tmp_path / "missing.json") == {}
     path.write_text("{not json")

@@ -48,6 +48,7 @@ from emoflow.tracking.mlflow_utils import (
     training_params,
 )
 from emoflow.training import checkpoint as ckpt
+from emoflow.training.metrics import SUMMARY_METRICS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -66,6 +67,7 @@ MODEL_FILES = (ckpt.MODEL_FILE, ONNX_FILE, EXPORT_JSON, ENGINE_FILE, ENGINE_JSON
 ARTIFACTS_DIR = "artifacts"  # where pyfunc puts a python model's files inside the logged model
 CACHE_ENV = "EMOFLOW_MODEL_CACHE"
 URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+TEST_METRICS = (*SUMMARY_METRICS, "test_clips")  # of metrics/<model>.json, tagged test.<key>
 LINEAGE_PREFIXES = ("git.", "dvc.")
 DEFAULT_DATA = (Path("data/processed/faces"), Path("data/processed/splits"))
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))/?")
@@ -245,7 +247,7 @@ def _model_metadata(spec: ModelSpec, files: Sequence[str]) -> dict[str, Any]:
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
-    """The headline test metrics of ``emoflow evaluate`` (numbers only); {} when absent."""
+    """The test metrics of ``emoflow evaluate``'s JSON (not its val_* copies); {} when absent."""
     if not path.is_file():
         log.warning("register: no %s (run `emoflow evaluate`): the version gets no test.* tags",
                     path)  # fmt: skip
@@ -256,8 +258,9 @@ def _read_metrics(path: Path) -> dict[str, float]:
         raise InputError(path, f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise InputError(path, "not a JSON object of metrics")
-    return {k: v for k, v in doc.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+    numbers = {k: v for k, v in doc.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+    return {k: numbers[k] for k in TEST_METRICS if k in numbers}
 
 
 def _training_run(c: MlflowClient, run_id: str | None) -> Run | None:
