@@ -118,7 +118,7 @@ def _import(root: Path) -> Case:
         path = root / "in" / "dataset" / "happy" / f"s1_{k:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), img)
-    return Case(["import", str(root / "in" / "dataset"), "--subject-regex", r"^(s\d+)_",
+    return Case(["import", str(root / "in" / "dataset"), "--subject-regex", r"^(s\d+)",
                  "--cropped"], root / "in" / "dataset")  # fmt: skip
 
 
