@@ -186,6 +186,22 @@ def promote_model(repo: Path, model: str, version: str, settings: plan.RunSettin
     return decision.record
 
 
+@task(name="report")
+def publish_report(repo: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The run's report: markdown and table artifacts, and reports/retrain.json."""
+    for m, info in run["models"].items():
+        info["metrics"] = report.metrics_rows(repo, [m])[0]
+        if info["registered"].get("run_id"):
+            info["mlflow_run"] = f"{info['registered']['run_id']} at {tracking_uri()}"
+    path = report.write_run_report(repo, run)
+    create_markdown_artifact(report.run_markdown(run), key="retrain-report",
+                             description="What this run did")  # fmt: skip
+    create_table_artifact([info["metrics"] for info in run["models"].values()],
+                          key="retrain-metrics", description="Test metrics per model")  # fmt: skip
+    get_run_logger().info("report: %s", path)
+    return run
+
+
 # --------------------------------------------------------------------------- the flow
 
 
@@ -212,29 +228,22 @@ def retrain(models: list[str] | None = None, convert: bool | None = None,
     holder = f"flow run {runtime.flow_run.name} ({runtime.flow_run.id})"
     run: dict[str, Any] = {"flow_run": str(runtime.flow_run.id), "settings": settings.as_dict(),
                            "steps": {}, "models": {m: {} for m in settings.models}}  # fmt: skip
+    data, release = (settings.timeout_h.data * HOUR, settings.timeout_h.release * HOUR)
     with workspace.workspace_lock(root, holder, on_wait=logger.warning), plan.inside(root):
-        run["sync"] = sync(root, settings)
+        run["sync"] = sync.with_options(timeout_seconds=data)(root, settings)
         run["steps"]["validate"] = validate(root, settings)
         for step in ("preprocess", "train", "evaluate", "export"):
             run["steps"][step] = stages(root, step, settings)
         for m, info in run["models"].items():
             info["convert"] = convert_model(root, m, settings)
         for m, info in run["models"].items():
-            info["registered"] = register_model(root, m, settings)
+            info["registered"] = register_model.with_options(timeout_seconds=release)(
+                root, m, settings)
         for m, info in run["models"].items():
-            info["promotion"] = promote_model(root, m, info["registered"]["version"], settings)
-        run["push"] = push(root, settings)
-        for m, info in run["models"].items():
-            info["metrics"] = report.metrics_rows(root, [m])[0]
-            if info["registered"].get("run_id"):
-                info["mlflow_run"] = f"{info['registered']['run_id']} at {tracking_uri()}"
-    path = report.write_run_report(root, run)
-    markdown = report.run_markdown(run)
-    create_markdown_artifact(markdown, key="retrain-report", description="What this run did")
-    create_table_artifact(report.metrics_rows(root, settings.models), key="retrain-metrics",
-                          description="Test metrics per model")  # fmt: skip
-    logger.info("report: %s", path)
-    return run
+            info["promotion"] = promote_model.with_options(timeout_seconds=release)(
+                root, m, info["registered"]["version"], settings)
+        run["push"] = push.with_options(timeout_seconds=data)(root, settings)
+        return publish_report(root, run)
 
 
 if __name__ == "__main__":
