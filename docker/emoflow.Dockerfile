@@ -12,16 +12,23 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
 
 # --- the venv, built where pip and a compiler-free wheel install can run -----------------------
 FROM ${PYTHON_IMAGE} AS build-cpu
+# Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
+# mounted into the build with `-v`); unset elsewhere, pip uses PyPI alone.
+ARG PIP_EXTRA_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY src ./src
-# The extras for the stack: S3 for the DVC remote, the Postgres driver, Prefect's workers.
+COPY pyproject.toml constraints.txt docker/requirements.py ./
+# The pinned stack first (with the `stack` extra: S3 for the DVC remote, the Postgres driver,
+# Prefect's Kubernetes worker), in a layer of its own: a change of emoflow's source alone reuses it.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv /opt/emoflow \
-    && /opt/emoflow/bin/pip install --upgrade pip==25.3 \
-    && /opt/emoflow/bin/pip install -c constraints.txt '.[stack]' \
+    && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
+    && python3 requirements.py stack > requirements.txt \
+    && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt
+COPY README.md ./
+COPY src ./src
+RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir . \
     && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
 
 # --- CPU runtime ----------------------------------------------------------------------------------
@@ -62,12 +69,15 @@ FROM ${CUDA_IMAGE} AS build-gpu
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY src ./src
+COPY pyproject.toml constraints.txt docker/requirements.py ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv python install 3.11.11 \
     && uv venv --python 3.11.11 /opt/emoflow \
-    && uv pip install --python /opt/emoflow/bin/python -c constraints.txt '.[stack,gpu]'
+    && /opt/emoflow/bin/python requirements.py stack gpu > requirements.txt \
+    && uv pip install --python /opt/emoflow/bin/python -c constraints.txt -r requirements.txt
+COPY README.md ./
+COPY src ./src
+RUN uv pip install --python /opt/emoflow/bin/python --no-deps .
 
 FROM ${CUDA_IMAGE} AS gpu
 LABEL org.opencontainers.image.title="emoflow" \
