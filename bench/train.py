@@ -1,28 +1,160 @@
-"""Benchmark: training throughput of one trainer process against two (DDP, gloo, CPU).
+"""Benchmark: the training loader's CPU cost per clip (the 304a51a loader against today's), and
+on a GPU the FAN step alone against the trainer's whole loader + step loop.
 
-Trains the chosen model for a few epochs on the processed sample with `emoflow train
---processes N` (the real command, torchrun and all) and reads the per-epoch training time from
-history.json (validation excluded; the first epoch, which pays for start-up, is dropped).
+Synthetic face files (photo crops, ``--frames`` per file, ``--size`` px) in a temporary folder;
+FAN's training items (K = 3 segment-sampled frames, the default augmentation). The loader CPU
+time is the main process's plus its workers' (``getrusage``), per clip, over ``--epochs``
+passes; both loaders run the same DataLoader settings. With ``--device cuda``: images/s of
+``train_step`` on one batch already on the device (the model alone: AMP, channels-last) and of
+``train_model`` (the trainer's loop: loader workers, pinned copies, device normalisation, the
+same step; validation excluded, first epoch dropped).
 
-    .venv/bin/python bench/train.py [--model fan] [--epochs 3]
+    .venv/bin/python bench/train.py                       # loader, CPU: old vs new ms per clip
+    python bench/train.py --device cuda --workers 14      # + model alone vs full loop
+    .venv/bin/python bench/train.py --ddp [--model fan] [--epochs 3]   # 1 vs 2 DDP processes
 
-Last line: `train speedup (2 vs 1 processes): <ratio>x`.
+Last lines: `loader CPU ms per clip: old <a>, new <b> (<a/b>x)` and, on a GPU,
+`end to end / step alone: <ratio>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
+HERE = Path(__file__).resolve().parent
+LABELS = ("anger", "happiness", "surprise")
 
-def run(model: str, processes: int, epochs: int, params: Path, work: Path) -> float:
+
+def make_faces(root: Path, files: int, frames: int, size: int) -> list:
+    """``files`` face files of ``frames`` frames cut from a photo (shifted per frame)."""
+    import cv2
+    import skimage.data
+
+    from emoflow.datasets.clips import ClipRef
+    from emoflow.faces.store import write_face_clip
+
+    img = skimage.data.astronaut()
+    refs = []
+    for c in range(files):
+        crops = [img[30 + 2 * i + c % 9 : 230 + 2 * i + c % 9, 140 + c % 7 : 340 + c % 7]
+                 for i in range(frames)]  # fmt: skip
+        rel = f"{LABELS[c % 3]}/c{c:04d}.faces.zip"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_face_clip(root / rel, [cv2.resize(f, (size, size)) for f in crops], {})
+        refs.append(ClipRef(f"c{c:04d}", f"p{c % 8}", c % 3, root / rel, frames))
+    return refs
+
+
+def loader_cpu_ms(dataset, collate, clips: int, batch: int, workers: int, epochs: int,
+                  new: bool) -> tuple[float, float]:  # fmt: skip
+    """CPU ms per clip (main process + workers) and wall clips/s over ``epochs`` passes."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from emoflow.datasets.clips import EpochSampler, face_loader
+
+    def cpu() -> float:
+        own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))  # fmt: skip
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    # One pass over clips x epochs samples: the workers start once, as persistent ones do.
+    n = clips * epochs
+    sampler = RandomSampler(range(len(dataset)), num_samples=n)
+    c0, t0 = cpu(), time.perf_counter()
+    if new:
+        loader = face_loader(dataset, workers=workers, batch_size=batch,
+                             sampler=EpochSampler(sampler), collate_fn=collate)  # fmt: skip
+    else:  # 304a51a: a plain DataLoader
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                            collate_fn=collate)  # fmt: skip
+    for _ in loader:
+        pass
+    del loader  # joins the workers, so RUSAGE_CHILDREN counts them
+    return (cpu() - c0) * 1000 / n, n / (time.perf_counter() - t0)
+
+
+def bench_loader(refs: list, args: argparse.Namespace) -> tuple[float, float]:
+    sys.path.insert(0, str(HERE))
+    from loader_baseline import OldClips, old_collate_clips
+
+    from emoflow.config import AugmentParams
+    from emoflow.datasets.clips import ClipDataset, collate_clips
+
+    ds = ClipDataset(refs, train=True, frames_per_clip=3, augment_params=AugmentParams(),
+                     seed=0, size=args.size)  # fmt: skip
+    # The old loader first: it ran with OpenCV's default threads, which the new one turns off.
+    old = loader_cpu_ms(OldClips(ds), old_collate_clips, args.clips, args.batch, args.workers,
+                        args.epochs, new=False)  # fmt: skip
+    new = loader_cpu_ms(ds, collate_clips, args.clips, args.batch, args.workers, args.epochs,
+                        new=True)  # fmt: skip
+    print(f"old loader (304a51a): {old[0]:6.2f} CPU ms per clip, {old[1]:7.1f} clips/s")
+    print(f"new loader (uint8)  : {new[0]:6.2f} CPU ms per clip, {new[1]:7.1f} clips/s")
+    return old[0], new[0]
+
+
+def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    from emoflow.config import Params
+    from emoflow.datasets.clips import ClipDataset, collate_clips
+    from emoflow.training.tasks import make_task
+    from emoflow.training.trainer import _optimizer, train_model, train_step
+
+    device = torch.device(args.device)
+    raw = {"train": {"workers": args.workers, "amp": True, "allow_corrupted_samples": 0,
+                     "fan": {"epochs": args.gpu_epochs, "batch_size": args.batch,
+                             "image_size": args.size, "frames_per_clip": 3}}}  # fmt: skip
+    params = Params.model_validate(raw)
+    task = make_task("fan", params.train.fan, params.train.deep_emotion, 0)
+    model = task.prepare(task.build(len(LABELS)).to(device), device)
+    opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda")
+    ds = ClipDataset(refs, train=True, frames_per_clip=3, size=args.size)
+    batch = tuple(t.pin_memory() for t in collate_clips([ds[i % len(ds)]
+                                                          for i in range(args.batch)]))  # fmt: skip
+    model.train()
+    for _ in range(5):  # warm-up: cuDNN autotuning
+        train_step(model, task, batch, opt, scaler, 5.0, device, True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        train_step(model, task, batch, opt, scaler, 5.0, device, True)
+    torch.cuda.synchronize()
+    alone = args.steps * args.batch * 3 / (time.perf_counter() - t0)
+
+    # The whole trainer: manifests that list the files over and over (page-cached, like a
+    # dataset that fits in memory), a small val split.
+    splits = root / "splits"
+    splits.mkdir()
+    for name, n in (("train", args.clips), ("val", 12)):
+        with (splits / f"{name}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["trial_id", "participant", "label", "file", "frames"])
+            for i in range(n):
+                r = refs[i % len(refs)]
+                w.writerow([f"{name}{i}", r.participant, LABELS[r.label],
+                            r.path.relative_to(root / "faces"), r.frames])  # fmt: skip
+    result = train_model("fan", params, root / "faces", splits, root / "model")
+    clips_s = [h["samples_per_s"] for h in result.history[1:]]
+    loop = 3 * sum(clips_s) / len(clips_s)
+    print(f"FAN step alone     : {alone:8.0f} images/s (batch {args.batch} x 3 x {args.size} px,"
+          f" AMP, channels-last)")
+    print(f"trainer loop       : {loop:8.0f} images/s ({args.workers} workers, "
+          f"{args.clips} clips/epoch)")
+    print(f"end to end / step alone: {loop / alone:.2f}")
+
+
+def run_ddp(model: str, processes: int, epochs: int, params: Path, work: Path) -> float:
     """Clips (FAN) or frames (Deep-Emotion) per second of training, mean over epochs 2..n."""
     raw = yaml.safe_load(params.read_text())
     raw["train"][model]["epochs"] = epochs
@@ -39,17 +171,38 @@ def run(model: str, processes: int, epochs: int, params: Path, work: Path) -> fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--device", default="cpu", help="cpu: the loader only; cuda: + the GPU")
+    ap.add_argument("--files", type=int, default=24, help="distinct face files")
+    ap.add_argument("--frames", type=int, default=8, help="frames per face file")
+    ap.add_argument("--size", type=int, default=224, help="face size (px), FAN's image_size")
+    ap.add_argument("--clips", type=int, default=96, help="clips per epoch")
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="loader passes")
+    ap.add_argument("--steps", type=int, default=30, help="GPU: timed steps of the model alone")
+    ap.add_argument("--gpu-epochs", type=int, default=3, help="GPU: trainer epochs")
+    ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
+    ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"], help="--ddp only")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="--ddp only")
     args = ap.parse_args()
-    unit = "clips" if args.model == "fan" else "frames"
+    if args.ddp:
+        unit = "clips" if args.model == "fan" else "frames"
+        with tempfile.TemporaryDirectory() as tmp:
+            one = run_ddp(args.model, 1, args.epochs, args.params, Path(tmp))
+            two = run_ddp(args.model, 2, args.epochs, args.params, Path(tmp))
+        print(f"{args.model}: 1 process  {one:8.1f} {unit}/s")
+        print(f"{args.model}: 2 processes {two:8.1f} {unit}/s (DDP, gloo)")
+        print(f"train speedup (2 vs 1 processes): {two / one:.2f}x")
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        one = run(args.model, 1, args.epochs, args.params, Path(tmp))
-        two = run(args.model, 2, args.epochs, args.params, Path(tmp))
-    print(f"{args.model}: 1 process  {one:8.1f} {unit}/s")
-    print(f"{args.model}: 2 processes {two:8.1f} {unit}/s (DDP, gloo)")
-    print(f"train speedup (2 vs 1 processes): {two / one:.2f}x")
+        root = Path(tmp)
+        refs = make_faces(root / "faces", args.files, args.frames, args.size)
+        print(f"{args.files} face files x {args.frames} frames at {args.size} px; FAN items "
+              f"(K = 3, augmented), batch {args.batch}, {args.workers} workers")  # fmt: skip
+        old, new = bench_loader(refs, args)
+        if args.device != "cpu":
+            bench_gpu(refs, root, args)
+    print(f"loader CPU ms per clip: old {old:.2f}, new {new:.2f} ({old / new:.1f}x)")
 
 
 if __name__ == "__main__":

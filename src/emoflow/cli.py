@@ -175,7 +175,13 @@ def train(
     p = load_params(params)
     n = processes or p.train.processes
     if n > 1 and not under_torchrun():
-        raise typer.Exit(subprocess.run(torchrun_argv(n, sys.argv[1:]), check=False).returncode)
+        # torchrun runs this training only, not the command that called it (e.g. crossval).
+        argv = ["train", "--model", model, "--params", str(params), "--faces", str(faces),
+                "--splits", str(splits), *(["--fold", str(fold)] if fold is not None else []),
+                *(["--out", str(out)] if out is not None else [])]  # fmt: skip
+        if rc := subprocess.run(torchrun_argv(n, argv), check=False).returncode:
+            raise typer.Exit(rc)
+        return
     from emoflow.training.run import run_training
 
     out = out or Path("models") / model / ("" if fold is None else f"folds/fold_{fold}")
