@@ -94,10 +94,9 @@ def train_tiny(arch: str, tiny_faces: Path, tiny_params: Path, out: Path) -> Pat
 
     folder = train_model(arch, load_params(tiny_params), tiny_faces / "faces",
                          tiny_faces / "splits", out).model_file.parent  # fmt: skip
-    with contextlib.suppress(ImportError):
-        from emoflow.release.export import export_model  # the release helper's, when there
+    from emoflow.release.export import export_model
 
-        export_model(folder)
+    export_model(folder, tiny_faces / "faces", tiny_faces / "splits")  # `auto` serves ONNX
     return folder
 
 

@@ -31,7 +31,7 @@ def test_a_clip_with_a_face_gets_its_emotion(server: Server, clips: dict[str, Pa
     r = predict(clips["face"], url=server.url, api_key=API_KEY)
     assert isinstance(r, ClipResult)
     assert r.label in r.probabilities and abs(sum(r.probabilities.values()) - 1) < 1e-4
-    assert r.model.name == "emoflow-fan" and r.model.backend in ("torch", "onnx")
+    assert r.model.name == "emoflow-fan" and r.model.backend == "onnx"
     assert r.frames and abs(sum(f.weight for f in r.frames) - 1) < 1e-4
     for f in r.frames:
         x0, y0, x1, y1 = f.box
@@ -93,12 +93,13 @@ def test_long_clips_corrupt_clips_and_faceless_clips_are_422(
 
 def test_file_names_never_leave_the_temp_folder_nor_files_behind(
         server: Server, clips: dict[str, Path]) -> None:
+    before = set(_files(server.tmp))  # the servers' own files (e.g. a session file at start)
     for name in ("../../etc/x.mp4", "..\\..\\x.mp4", "/abs/y.mp4", "a" * 300 + ".mp4"):
         r = _post(server, name, b"not a video")
         assert r.status_code == 415, (name, r.text)
     r = _post(server, "../../etc/x.mp4", clips["face"].read_bytes())
     assert r.status_code == 200, r.text
-    assert not _files(server.tmp)  # every request's folder went with it
+    assert set(_files(server.tmp)) == before  # every request's folder went with it
     root = server.tmp.parent
     assert not list(root.rglob("x.mp4")) and not list(root.rglob("y.mp4"))
 
