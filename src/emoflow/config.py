@@ -182,7 +182,7 @@ class FacesParams(Strict):
     clahe_fallback: bool = True
     cnn_fallback: bool = True
     jpeg_quality: int = Field(95, ge=50, le=100)
-    seed: int = 0
+    seed: Seed = 0
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
 
 
@@ -336,10 +336,6 @@ class Params(Strict):
     train: TrainParams = Field(default_factory=TrainParams)
     pipeline: PipelineParams = Field(default_factory=PipelineParams)
 
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "<root>"
-
     @field_validator("classes")
     @classmethod
     def _classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -352,6 +348,10 @@ def _location(loc: tuple[int | str, ...]) -> str:
         if twice:
             raise ValueError(f"class names must be unique; listed more than once: {twice}")
         return value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
