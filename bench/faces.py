@@ -4,10 +4,15 @@ naive     full-resolution HOG on every frame, landmarks and a chip for every fra
 pipeline  emoflow faces: detection on a downscaled frame every `faces.detect_every` frames with
           landmark tracking between, chips only for the selected frames, one process per core
 
-Prints both throughputs, how far the pipeline's landmarks are from the naive loop's, and as its
+Prints both throughputs, how far the pipeline's landmarks are from the naive loop's; then real
+footage without faces (photographs panned across the frame, a sky, black: emoflow.faces.footage,
+written to MP4 files) through the pipeline, with its detector calls a frame and the same footage
+through the whole fallback chain on every frame (`faces.fallback_every: 1`, one clip); then the
+first clip cut to black and the sky (where any chip must come from the face frames); and as its
 last line `faces speedup: <ratio>x`.
 
     .venv/bin/python bench/faces.py [--clips data/processed/clips/clips.csv] [--n 24]
+                                    [--faceless-clips 4] [--faceless-frames 95]
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from emoflow.config import FacesParams, load_params
-from emoflow.faces.pipeline import ClipFaces, naive_params, process_clip
+from emoflow.faces.footage import cut_away, faceless, write_clip
+from emoflow.faces.pipeline import ClipFaces, naive_params, process_clip, process_frames
+from emoflow.media.video import iter_frames
 from emoflow.parallel import parallel_map
 
 
@@ -35,6 +43,8 @@ def main() -> None:
     ap.add_argument("--clips", type=Path, default=Path("data/processed/clips/clips.csv"))
     ap.add_argument("--n", type=int, default=24, help="clips to process (first n)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--faceless-clips", type=int, default=4, help="face-less clips to process")
+    ap.add_argument("--faceless-frames", type=int, default=95, help="frames per face-less clip")
     args = ap.parse_args()
     params = load_params(args.params).faces
     with args.clips.open(newline="") as f:
@@ -71,7 +81,49 @@ def main() -> None:
     print(f"landmark distance pipeline vs naive: mean {np.mean(dists):.2f} px "
           f"({100 * np.mean(rel):.2f} % of the inter-ocular distance), "
           f"95th percentile {np.percentile(dists, 95):.2f} px")
+    faceless_footage(params, workers, args.faceless_clips, args.faceless_frames)
+    cut_to_black_and_sky(jobs[0][0], params, jobs[0][2])
     print(f"faces speedup: {t_naive / t_fast:.1f}x")
+
+
+def faceless_footage(params: FacesParams, workers: int, n_clips: int, n_frames: int) -> None:
+    """Face-less clips at the sample's 640×480 through the pipeline, as `emoflow faces` runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [write_clip(Path(tmp) / f"faceless_{k}.mp4", faceless(n_frames, first=k))
+                 for k in range(n_clips)]  # fmt: skip
+        t = time.perf_counter()
+        done = parallel_map(_fast, [(p, params, None) for p in paths], workers, "face-less", "clip")
+        wall = time.perf_counter() - t
+        frames = sum(r.frames_decoded for r in done)
+        calls = {d: sum(r.detector_calls[d] for r in done) / frames
+                 for d in ("hog", "hog_clahe", "cnn")}  # fmt: skip
+        found = sum(len(r.points) for r in done)
+        print(f"face-less: {frames} frames in {n_clips} clips: {frames / wall:7.1f} frames/s "
+              f"({wall:.1f} s, {workers} workers), faces found in {found}; detector calls a frame: "
+              + ", ".join(f"{d} {v:.3f}" for d, v in calls.items()))  # fmt: skip
+        chain = params.model_copy(update={"fallback_every": 1})
+        t = time.perf_counter()
+        r = process_clip(paths[0], chain)
+        one = time.perf_counter() - t
+        t = time.perf_counter()
+        process_clip(paths[0], params)
+        budgeted = time.perf_counter() - t
+    print(f"face-less, one clip, one process: {r.frames_decoded / budgeted:7.1f} frames/s "
+          f"budgeted, {r.frames_decoded / one:7.1f} frames/s with the whole chain on every frame "
+          f"(faces.fallback_every: 1)")  # fmt: skip
+
+
+def cut_to_black_and_sky(clip: Path, params: FacesParams, peak: int | None) -> None:
+    """A sample clip cut to black and then to the sky: no face may come from those frames."""
+    face = list(iter_frames(clip, rgb=True))
+    frames = cut_away(face, black=5, sky_frames=30)
+    r = process_frames(frames, params, peak)
+    outside = [i for i in r.points if i >= len(face)]
+    from_face = sum(i < len(face) for i in r.selected)
+    print(f"cut to black and sky after {clip.name} ({len(face)} + {len(frames) - len(face)} "
+          f"frames): faces in {len(outside)} frames after the cut, {from_face} of "
+          f"{len(r.selected)} selected frames from the face segment, "
+          f"{r.dropped} tracks dropped")  # fmt: skip
 
 
 if __name__ == "__main__":

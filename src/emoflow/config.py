@@ -181,6 +181,16 @@ class FacesParams(Strict):
     )
     clahe_fallback: bool = True
     cnn_fallback: bool = True
+    fallback_every: int = Field(
+        30, ge=1, description="long without a face, CLAHE and CNN run at most once every N frames"
+    )
+    cut_threshold: float = Field(
+        30.0, gt=0.0, description="scene cut: mean grey-level change of frame thumbnails above this"
+    )
+    track_similarity: float = Field(
+        0.5, ge=-1.0, le=1.0, description="a tracked box is kept only if its patch correlates "
+        "at least this much with the last detection's"
+    )
     jpeg_quality: int = Field(95, ge=50, le=100)
     seed: Seed = 0
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")

@@ -6,12 +6,19 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from emoflow.config import FacesParams
-from emoflow.faces.pipeline import naive_params, process_clip
+from emoflow.faces.footage import cut_away
+from emoflow.faces.pipeline import ClipFaces, naive_params, process_clip, process_frames
 from emoflow.faces.stage import FACES_COLUMNS, extract_faces
 from emoflow.faces.store import FaceClip
 from emoflow.ingest.marks import read_marks
+from emoflow.media.video import iter_frames
+from emoflow.parallel import parallel_map
+
+# The pipeline as it was before tracks were confirmed and the fallbacks budgeted.
+UNCHECKED = {"fallback_every": 1, "cut_threshold": 255.0, "track_similarity": -1.0}
 
 
 def _clips_csv(small_sample: Path, small_trials: Path, path: Path, n: int) -> list[dict]:
@@ -63,3 +70,45 @@ def test_fast_pipeline_agrees_with_the_naive_loop(small_trials: Path) -> None:
     dist = np.mean([np.linalg.norm(fast.points[i] - naive.points[i], axis=1).mean()
                     for i in common])  # fmt: skip
     assert dist < 0.05 * iod
+
+
+def test_a_cut_after_a_sample_face_stores_no_chip_from_black_or_sky(small_trials: Path) -> None:
+    # 62 frames of a generated trial: detections at 0, 5, …, 60, so frame 61 is tracked and the
+    # tracker would carry the box on over the black frames and the sky.
+    face = [f for _, f in zip(range(62), iter_frames(small_trials / "p001_002.mp4", rgb=True),
+                              strict=False)]  # fmt: skip
+    r = process_frames(cut_away(face, black=3, sky_frames=15), FacesParams(), peak=40)
+    assert len(face) == 62 and r.sources[61] == "tracked"
+    assert set(r.points) == set(r.boxes) == set(range(62))
+    assert len(r.selected) == 16 and max(r.selected) <= 61 and 40 in r.selected
+    assert r.dropped == 1
+
+
+def _faces(args: tuple[Path, dict]) -> ClipFaces:
+    path, update = args
+    return process_clip(path, FacesParams(**update))
+
+
+def _rates(clips: list[Path]) -> tuple[list[ClipFaces], list[ClipFaces]]:
+    jobs = [(c, u) for c in clips for u in ({}, UNCHECKED)]
+    done = parallel_map(_faces, jobs, 2, "faces", "clip")
+    return done[0::2], done[1::2]
+
+
+def test_the_checks_keep_every_face_of_clean_sample_clips(small_trials: Path) -> None:
+    new, old = _rates([small_trials / f"p00{p}_001.mp4" for p in (2, 3)])
+    for a, b in zip(new, old, strict=True):
+        assert a.frames_decoded == 180 and set(a.points) == set(b.points)
+        assert a.dropped == 0 and a.detector_calls["cnn"] == b.detector_calls["cnn"] == 0
+
+
+@pytest.mark.slow  # the unbudgeted chain on the occluded clips: minutes of dlib CNN here
+def test_the_budget_keeps_the_detection_rate_on_the_sample(small_trials: Path) -> None:
+    clips = sorted(small_trials.glob("*.mp4"))
+    new, old = _rates(clips)
+    frames = sum(r.frames_decoded for r in new)
+    found_new, found_old = (sum(len(r.points) for r in rs) for rs in (new, old))
+    assert frames == 180 * len(clips) and found_old / frames > 0.9
+    assert found_new >= found_old - 0.002 * frames  # at most 0.2 % of the frames lost
+    cnn_new, cnn_old = (sum(r.detector_calls["cnn"] for r in rs) for rs in (new, old))
+    assert cnn_old > 20 and cnn_new <= cnn_old / 5  # the occluded clips are what it saves

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import skimage.data
 
+from emoflow.config import FacesParams
 from emoflow.faces.align import chip, landmarks, shape_points
 from emoflow.faces.detect import Box, detect, pick
+from emoflow.faces.footage import cut_away, faceless, pan, scene
+from emoflow.faces.pipeline import process_frames
 from emoflow.faces.select import select_frames, shape_features
 
 
@@ -116,3 +119,77 @@ def test_shape_features_ignore_position_and_scale() -> None:
     pts = _walk(3)
     moved = pts * 2.5 + np.array([40.0, -7.0])
     np.testing.assert_allclose(shape_features(pts), shape_features(moved), atol=1e-6)
+
+
+# Real footage: cuts away from the face, and long stretches without one. The astronaut's face
+# (~90 px) needs full-resolution detection; a 288² crop keeps the detectors quick.
+FULL = {"frames": 8, "detect_scale": 1.0}
+
+
+@pytest.fixture(scope="module")
+def portrait(face: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(face[0:288, 80:368])  # the face at about (102, 83)–(189, 170)
+
+
+def test_a_cut_to_black_and_sky_stores_no_face_from_them(portrait: np.ndarray) -> None:
+    # 22 face frames: detections at 0, 5, …, 20, so 21 is tracked and 22–24 would be too.
+    clip = cut_away(list(pan(portrait, 22)), black=2, sky_frames=10)
+    r = process_frames(clip, FacesParams(**FULL))
+    assert set(r.points) == set(r.sources) == set(r.boxes) == set(range(22))
+    assert len(r.selected) == 8 and max(r.selected) < 22 and len(r.chips) == 8
+    assert r.dropped >= 1  # the track was refused at the cut, not merely lost later
+
+
+@pytest.mark.parametrize("check", ["cut", "appearance"])
+def test_each_check_alone_drops_the_track_at_a_cut(portrait: np.ndarray, check: str) -> None:
+    clip = cut_away(list(pan(portrait, 22)), black=2, sky_frames=10)
+    alone = {"cut": {"track_similarity": -1.0}, "appearance": {"cut_threshold": 255.0}}[check]
+    r = process_frames(clip, FacesParams(**FULL, **alone))
+    assert max(r.points) == 21 and r.dropped >= 1
+
+
+def test_the_appearance_check_refuses_a_scene_of_similar_brightness(portrait: np.ndarray) -> None:
+    # Coffee after the astronaut changes the thumbnails little: only the patch test sees it.
+    clip = [*pan(portrait, 22), *pan(scene("coffee", (288, 288)), 6)]
+    r = process_frames(clip, FacesParams(**FULL, cut_threshold=255.0))
+    assert max(r.points) == 21
+
+
+def test_tracking_survives_the_checks_on_a_moving_face(portrait: np.ndarray) -> None:
+    r = process_frames(list(pan(portrait, 30, step=3.0)), FacesParams(**FULL))
+    assert len(r.points) == 30 and r.dropped == 0
+    assert r.counts["tracked"] == 24 and r.detector_calls == {"hog": 6}
+    x0, y0, x1, y1 = r.boxes[29]
+    assert Box(102 + 87, 83, 189 + 87, 170).iou(Box(x0, y0, x1, y1)) > 0.5  # frame pixels
+
+
+def test_faceless_footage_stays_within_its_detector_budget() -> None:
+    # What made a face-less frame cost ~0.5 s was the CNN (and CLAHE) on every frame. With the
+    # budget: HOG once a frame; each fallback at the clip's start, once more within the first
+    # detection interval, then once every `fallback_every` frames. At the sample's 640×480
+    # and detect_scale 0.5 HOG costs ~5 ms and the CNN ~0.3 s on one core here, so 95 frames
+    # cost about 95 · 5 ms + 4 · 0.3 s ≈ 1.7 s (≥ 50 frames/s; bench/faces.py measures it).
+    n, params = 95, FacesParams()
+    r = process_frames(faceless(n), params)
+    assert r.frames_decoded == n and not r.points
+    bound = 2 + -(-(n - params.detect_every) // params.fallback_every)
+    assert r.detector_calls["hog"] == n
+    assert 1 <= r.detector_calls["cnn"] <= bound and 1 <= r.detector_calls["hog_clahe"] <= bound
+    assert bound == 5 and bound / n < 0.06
+
+
+def test_fallback_every_one_is_the_whole_chain_on_every_frame() -> None:
+    r = process_frames(faceless(6, (320, 240)), FacesParams(fallback_every=1))
+    assert r.detector_calls == {"hog": 6, "hog_clahe": 6, "cnn": 6}
+
+
+def test_the_budget_still_lets_the_cnn_find_a_face_only_it_sees(portrait: np.ndarray) -> None:
+    m = cv2.getRotationMatrix2D((145, 125), 60, 1.0)
+    tilted = cv2.warpAffine(portrait, m, (288, 288), borderMode=cv2.BORDER_REFLECT)
+    params = FacesParams(**FULL)
+    clip = [*faceless(10, (288, 288)), *pan(tilted, 30, step=1.0)]
+    r = process_frames(clip, params)
+    # Fallbacks ran at 0 and 5 (the start counts as a face just seen), then at most every 30
+    # frames: the CNN next looks at frame 35, finds the face, and tracking holds it to the end.
+    assert min(r.points) == 5 + params.fallback_every and r.sources[35] == "cnn"
+    assert sorted(r.points) == list(range(35, 40))

@@ -89,13 +89,19 @@ def detect(
     clahe: bool = True,
     cnn: bool = True,
     previous: Box | None = None,
+    ran: list[str] | None = None,
 ) -> Detection | None:
-    """Detect one face in an RGB frame through the fallback chain; ``None`` when all fail."""
+    """Detect one face in an RGB frame through the fallback chain; ``None`` when all fail.
+
+    The names of the detectors that ran are appended to ``ran`` (the caller's budget).
+    """
     small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale,
                                                 interpolation=cv2.INTER_AREA)  # fmt: skip
     prev_small = previous.scaled(scale) if previous is not None else None
     chain = ["hog"] + (["hog_clahe"] if clahe else []) + (["cnn"] if cnn else [])
     for name in chain:
+        if ran is not None:
+            ran.append(name)
         cands = _candidates(small, name, upsample)
         if cands:
             box, score = pick(cands, prev_small)

@@ -17,6 +17,8 @@ import numpy as np
 
 from emoflow.config import FacesParams
 from emoflow.faces.align import box_from_landmarks, box_relation, chip, landmarks, shape_points
+from emoflow.faces.budget import FallbackBudget
+from emoflow.faces.confirm import cut_distance, face_patch, similarity, thumbnail
 from emoflow.faces.detect import Box, detect
 from emoflow.faces.select import select_frames, shape_features
 from emoflow.media.video import iter_frames
@@ -29,8 +31,12 @@ class ClipFaces:
     frames_decoded: int = 0
     points: dict[int, np.ndarray] = field(default_factory=dict)  # frame → landmarks (k, 2)
     sources: dict[int, str] = field(default_factory=dict)  # frame → detector or "tracked"
+    # frame → the face box given to the landmark predictor, (x0, y0, x1, y1) in frame pixels
+    boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
     selected: list[int] = field(default_factory=list)
     chips: list[np.ndarray] = field(default_factory=list)  # aligned faces of ``selected``
+    detector_calls: Counter[str] = field(default_factory=Counter)  # detector → times it ran
+    dropped: int = 0  # tracked boxes refused (scene cut or the face no longer there)
 
     @property
     def counts(self) -> Counter[str]:
@@ -38,8 +44,8 @@ class ClipFaces:
 
 
 def naive_params(params: FacesParams) -> FacesParams:
-    """The straightforward loop: full-resolution detection on every frame."""
-    return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1})
+    """The straightforward loop: full-resolution detection, the whole chain, on every frame."""
+    return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1, "fallback_every": 1})
 
 
 def process_clip(path: Path, params: FacesParams, peak: int | None = None,
@@ -56,31 +62,54 @@ def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: 
     shapes = {}
     previous: Box | None = None
     relation: tuple[float, float, float, float] | None = None
+    reference = np.zeros((0, 0), np.float32)  # the last detection's face patch
+    last_thumb: np.ndarray | None = None
+    budget = FallbackBudget(params.detect_every, params.fallback_every)
     since_detection = params.detect_every
     for i, rgb in enumerate(rgb_frames):
         out.frames_decoded += 1
+        thumb = thumbnail(rgb)
+        cut = last_thumb is not None and cut_distance(last_thumb, thumb) > params.cut_threshold
+        last_thumb = thumb
         box: Box | None = None
         source = "tracked"
+        dropped = False
         if previous is not None and relation is not None and since_detection < params.detect_every:
-            box = box_from_landmarks(out.points[i - 1], relation)
+            if not cut:
+                box = box_from_landmarks(out.points[i - 1], relation)
+                if similarity(face_patch(rgb, box), reference) < params.track_similarity:
+                    box = None  # the box no longer holds the face it was detected on
+            dropped = box is None  # a dropped track: detect on this very frame
+            out.dropped += dropped
+        if cut:
+            previous = None  # nothing carries over a scene cut
+        if box is not None:
             since_detection += 1
         else:
-            det = detect(rgb, params.detect_scale, params.upsample, params.clahe_fallback,
-                         params.cnn_fallback, previous)  # fmt: skip
+            ran: list[str] = []
+            det = detect(rgb, params.detect_scale, params.upsample,
+                         params.clahe_fallback and budget.allows("hog_clahe", i, dropped),
+                         params.cnn_fallback and budget.allows("cnn", i, dropped), previous,
+                         ran)  # fmt: skip
+            budget.ran(ran, i)
             if det is not None:
                 box, source = det.box, det.detector
+                reference = face_patch(rgb, box)
                 since_detection = 1
         if box is None:
             previous = None  # lost: the next frame detects again
             continue
+        budget.face(i)
         shape = landmarks(rgb, box, params.landmarks)
         pts = shape_points(shape)
         if source != "tracked":
             relation = box_relation(box, pts)
         out.points[i], out.sources[i] = pts, source
+        out.boxes[i] = (box.left, box.top, box.right, box.bottom)
         previous = box
         shapes[i] = shape
         frames[i] = rgb
+    out.detector_calls = budget.calls
     ids = sorted(out.points)
     if not ids:
         return out
