@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.emoflow-installed
 
-.PHONY: install demo test test-all lint sheet clean-data label-env serve pipeline-up pipeline-down exp
+.PHONY: install demo test test-all lint sheet clean-data label-env serve pipeline-up pipeline-down exp \
+	stack-images stack-up stack-down stack-test
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +42,24 @@ demo: install           ## generate the sample recordings and reproduce every st
 test: install lint      ## fast tests (slow, service and gpu tests excluded)
 	$(BIN)/pytest
 
-test-all: install lint  ## everything this machine can run (CI runs the same tests in two steps)
-	$(BIN)/pytest -m "not gpu"
+test-all: install lint  ## everything this machine can run but the stack (CI runs these, then the stack)
+	$(BIN)/pytest -m "not gpu and not stack"
+
+# The compose stack (docs/deploy.md). With Docker: `docker compose -f docker/compose.yaml
+# --env-file docker/.env --profile cpu up -d --build`. Without a registry (Podman, as root):
+STACK := $(BIN)/podman-compose -f docker/compose.yaml -f docker/ci/compose.ci.yaml --env-file docker/.env --profile cpu
+stack-images: install   ## build every image with Podman from Debian's packages (no registry)
+	CONTAINERS_CONF=$(abspath docker/ci/containers.conf) bash docker/ci/build-images.sh
+
+stack-up: install       ## the CPU profile under Podman (docker/.env from docker/.env.example)
+	@test -f docker/.env || { echo "copy docker/.env.example to docker/.env and set its secrets"; exit 2; }
+	CONTAINERS_CONF=$(abspath docker/ci/containers.conf) $(STACK) up -d --no-build
+
+stack-down:
+	CONTAINERS_CONF=$(abspath docker/ci/containers.conf) $(STACK) down -v -t 5
+
+stack-test: stack-images ## the platform test through the stack (CI's last step)
+	CONTAINERS_CONF=$(abspath docker/ci/containers.conf) $(BIN)/pytest -m stack tests/stack
 
 lint: install
 	$(BIN)/ruff check .
