@@ -3,6 +3,7 @@ rendered kustomize overlays against the Kubernetes schemas. Each runs in seconds
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -140,3 +141,18 @@ def test_validator_rejects_a_wrong_manifest(tmp_path: Path) -> None:
 
 def test_tools_are_real_binaries() -> None:
     assert shutil.which("hadolint", path=str(BIN)) and Path(compose_binary()).is_file()
+
+
+def test_kubernetes_work_pool_template_extends_prefects_own() -> None:
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    ours = json.loads((ROOT / "infra/prefect/base-job-template.json").read_text())
+    default = KubernetesWorker.get_default_base_job_template()
+    assert set(ours["variables"]["properties"]) == set(default["variables"]["properties"])
+    pod = ours["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert {"name": "workspace", "persistentVolumeClaim": {"claimName": "emoflow-workspace"}} \
+        in pod["volumes"]  # fmt: skip
+    assert ours["variables"]["properties"]["service_account_name"]["default"] == "prefect-worker"
+    deployment = yaml.safe_load((ROOT / "infra/prefect/prefect.yaml").read_text())
+    assert deployment["deployments"][0]["work_pool"]["name"] == "emoflow-k8s"
+    assert deployment["deployments"][0]["entrypoint"] == "pipelines/retrain.py:retrain"
