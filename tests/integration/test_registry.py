@@ -198,7 +198,10 @@ def test_download_round_trip_predicts_like_the_original(repo: Repo, store: Path,
         got = copy.predict_face_files([r.path for r in refs])
         assert copy.backend == backend
         assert [r.probabilities for r in got] == [r.probabilities for r in want], backend
-    assert Predictor.from_uri(f"models:/{NAME}@{reg.CHALLENGER}").backend == "onnx"  # "auto"
+    served = Predictor.from_uri(f"models:/{NAME}@{reg.CHALLENGER}")
+    assert served.backend == "onnx"  # "auto"
+    assert (served.ref.name, served.ref.version, served.ref.alias) == (NAME, done.version,
+                                                                       reg.CHALLENGER)
 
     # A new store numbers from 1 again: the cache must not answer with the other store's v1.
     shutil.copy(repo.root / "mlflow.db", store / "other.db")

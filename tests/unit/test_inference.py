@@ -17,7 +17,6 @@ from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.inference import ClipResult, NoFaceError, Predictor
 from emoflow.inference.model_dir import read_spec
-from emoflow.inference.predictor import parse_model_uri
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.tasks import make_task
 from emoflow.training.trainer import train_model
@@ -167,7 +166,5 @@ def test_backends_and_model_uris_are_checked(tiny_models: dict[str, Path], tmp_p
     with pytest.raises(InputError, match="not a model folder"):
         Predictor.from_dir(tmp_path)
     assert Predictor.from_dir(tiny_models["fan"]).backend == "torch"  # auto, nothing exported
-    assert parse_model_uri("models:/emoflow-fan@champion") == ("emoflow-fan", None, "champion")
-    assert parse_model_uri("models:/emoflow-fan/3") == ("emoflow-fan", "3", None)
-    with pytest.raises(EmoflowError, match="not a model URI"):
-        parse_model_uri("runs:/abc/model")
+    with pytest.raises(EmoflowError, match="not a model URI"):  # refused before any lookup
+        Predictor.from_uri("runs:/abc/model")

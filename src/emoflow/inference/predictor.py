@@ -68,13 +68,12 @@ class Predictor:
     def from_uri(cls, uri: str, backend: str = "auto") -> Predictor:
         """A registered version (``models:/emoflow-fan@champion``, ``models:/emoflow-fan/3``),
         downloaded through MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``)."""
-        from emoflow.release.registry import download_version
+        from emoflow.release.registry import download_version, get_version, parse_model_uri
 
-        name, version, alias = parse_model_uri(uri)
-        folder = download_version(uri)
-        if version is None and alias is not None:
-            version = _alias_version(name, alias)
-        return cls.from_dir(folder, backend, name=name, version=version, alias=alias)
+        _, alias, _ = parse_model_uri(uri)
+        mv = get_version(uri)  # the alias resolved once: the files are this version's
+        folder = download_version(f"models:/{mv.name}/{mv.version}")
+        return cls.from_dir(folder, backend, name=mv.name, version=str(mv.version), alias=alias)
 
     @property
     def classes(self) -> list[str]:
@@ -274,28 +273,3 @@ def _renamed(frames: Iterator[np.ndarray], what: str) -> Iterator[np.ndarray]:
         yield from frames
     except InputError as exc:
         raise InputError(what, exc.rule) from None
-
-
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/<name>/<version>`` or ``models:/<name>@<alias>`` → (name, version, alias)."""
-    if not uri.startswith("models:/"):
-        raise EmoflowError(f"{uri}: not a model URI (models:/<name>@<alias> or "
-                           "models:/<name>/<version>)")  # fmt: skip
-    rest = uri[len("models:/") :].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, None, alias
-    name, _, version = rest.partition("/")
-    return name, version or None, None
-
-
-def _alias_version(name: str, alias: str) -> str | None:
-    try:
-        from mlflow import MlflowClient
-
-        from emoflow.tracking.mlflow_utils import tracking_uri
-
-        return str(MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version)
-    except Exception as exc:  # the folder is already here; the number is only a label
-        log.warning("cannot resolve %s@%s to a version number: %s", name, alias, exc)
-        return None
