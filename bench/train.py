@@ -39,12 +39,23 @@ LABELS = ("anger", "happiness", "surprise")
 def make_faces(root: Path, files: int, frames: int, size: int) -> list:
     """``files`` face files of ``frames`` frames cut from a photo (shifted per frame)."""
     import cv2
-    import skimage.data
+    import numpy as np
 
     from emoflow.datasets.clips import ClipRef
     from emoflow.faces.store import write_face_clip
 
-    img = skimage.data.astronaut()
+    try:
+        import skimage.data
+
+        img = skimage.data.astronaut()
+    except ImportError:  # a bare GPU machine: a drawn face (decoding costs much the same)
+        img = np.full((512, 512, 3), (90, 120, 160), np.uint8)
+        cv2.ellipse(img, (240, 250), (120, 160), 0, 0, 360, (200, 170, 150), -1)
+        for x in (195, 285):
+            cv2.circle(img, (x, 210), 14, (40, 30, 30), -1)
+        cv2.ellipse(img, (240, 330), (45, 18), 0, 0, 180, (90, 50, 60), 6)
+        img = cv2.GaussianBlur(img, (0, 0), 2) + np.random.default_rng(0).integers(
+            0, 12, img.shape, dtype=np.uint8)  # fmt: skip
     refs = []
     for c in range(files):
         crops = [img[30 + 2 * i + c % 9 : 230 + 2 * i + c % 9, 140 + c % 7 : 340 + c % 7]
@@ -118,18 +129,20 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
     params = Params.model_validate(raw)
     task = make_task("fan", params.train.fan, params.train.deep_emotion, 0)
     model = task.prepare(task.build(len(LABELS)).to(device), device)
-    opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda")
+    cuda = device.type == "cuda"
+    opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     ds = ClipDataset(refs, train=True, frames_per_clip=3, size=args.size)
-    batch = tuple(t.pin_memory() for t in collate_clips([ds[i % len(ds)]
-                                                          for i in range(args.batch)]))  # fmt: skip
+    batch = collate_clips([ds[i % len(ds)] for i in range(args.batch)])
+    batch = tuple(t.pin_memory() for t in batch) if cuda else batch
     model.train()
     for _ in range(5):  # warm-up: cuDNN autotuning
-        train_step(model, task, batch, opt, scaler, 5.0, device, True)
-    torch.cuda.synchronize()
+        train_step(model, task, batch, opt, scaler, 5.0, device, cuda)
+    sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        train_step(model, task, batch, opt, scaler, 5.0, device, True)
-    torch.cuda.synchronize()
+        train_step(model, task, batch, opt, scaler, 5.0, device, cuda)
+    sync()
     alone = args.steps * args.batch * 3 / (time.perf_counter() - t0)
 
     # The whole trainer: manifests that list the files over and over (page-cached, like a
@@ -147,8 +160,8 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
     result = train_model("fan", params, root / "faces", splits, root / "model")
     clips_s = [h["samples_per_s"] for h in result.history[1:]]
     loop = 3 * sum(clips_s) / len(clips_s)
-    print(f"FAN step alone     : {alone:8.0f} images/s (batch {args.batch} x 3 x {args.size} px,"
-          f" AMP, channels-last)")
+    print(f"FAN step alone     : {alone:8.0f} images/s (batch {args.batch} x 3 x {args.size} px"
+          f"{', AMP, channels-last' if cuda else ''})")
     print(f"trainer loop       : {loop:8.0f} images/s ({args.workers} workers, "
           f"{args.clips} clips/epoch)")
     print(f"end to end / step alone: {loop / alone:.2f}")
@@ -181,6 +194,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="loader passes")
     ap.add_argument("--steps", type=int, default=30, help="GPU: timed steps of the model alone")
     ap.add_argument("--gpu-epochs", type=int, default=3, help="GPU: trainer epochs")
+    ap.add_argument("--step", action="store_true", help="time the model step on the CPU too")
     ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
     ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"], help="--ddp only")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="--ddp only")
@@ -200,7 +214,7 @@ def main() -> None:
         print(f"{args.files} face files x {args.frames} frames at {args.size} px; FAN items "
               f"(K = 3, augmented), batch {args.batch}, {args.workers} workers")  # fmt: skip
         old, new = bench_loader(refs, args)
-        if args.device != "cpu":
+        if args.device != "cpu" or args.step:
             bench_gpu(refs, root, args)
     print(f"loader CPU ms per clip: old {old:.2f}, new {new:.2f} ({old / new:.1f}x)")
 

@@ -174,7 +174,7 @@ class DeepEmotionTask:
         return model  # small single-channel convolutions: the default layout
 
     def loss(self, model: nn.Module, batch: Batch, device: torch.device) -> tuple[Tensor, Tensor]:
-        x, labels, _ = (b.to(device, non_blocking=True) for b in batch)
+        x, labels = (b.to(device, non_blocking=True) for b in batch[:2])
         logits = model(normalise(x, self.cfg.grayscale))
         core = model.module if hasattr(model, "module") else model
         loss = F.cross_entropy(logits, labels) + self.cfg.reg_lambda * core.regularisation()

@@ -199,16 +199,19 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         lr = lr_at(opt.lr, opt.milestones, epoch, reductions, opt.plateau_divisor)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
         loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         net.train()
         t0 = time.perf_counter()
+        # Starting the workers draws their seed from torch's RNG (only in the first epoch with
+        # persistent workers, so in another epoch after a resume): seed the dropout after it.
+        batches = iter(loader)
+        torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
         # Sums stay on the device and are read once per epoch: a read per step would make the
         # host wait for every step to finish before it could queue the next.
         loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
         correct = torch.zeros((), dtype=torch.float64, device=d.device)
         seen, corrupted, last_batch = 0, 0, None
-        for batch, skipped in loader:
+        for batch, skipped in batches:
             corrupted += skipped
             if corrupted > tp.allow_corrupted_samples:
                 raise TrainingError(f"{corrupted} unreadable samples in epoch {epoch + 1} "
