@@ -44,6 +44,9 @@ from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.predictor import FoundFaces
 
 log = logging.getLogger("emoflow.service")
+# BentoML's server logging leaves the root logger at WARNING: emoflow's own INFO lines (the
+# backend chosen and why, model imports and reloads) belong in the service's log.
+logging.getLogger("emoflow").setLevel(logging.INFO)
 
 FACES_FIELD = ("aligned face crops of one clip, in frame order: JPEG/PNG images or one zip of "
                "them (a face file of `emoflow faces`)")  # fmt: skip

@@ -107,14 +107,17 @@ def _stored(name: str, version: str, alias: str | None, folder: Path, meta: dict
         model = bentoml.models.get(tag)
     except NotFound:
         try:
-            with bentoml.models.create(tag, labels={"source": "emoflow"},
-                                       metadata={**meta, "version": version}) as model:  # fmt: skip
+            meta = {**meta, "version": version}
+            with bentoml.models.create(tag, labels={"source": "emoflow"}, metadata=meta) as staged:
                 for f in MODEL_FILES:
                     if (folder / f).is_file():
-                        shutil.copy2(folder / f, Path(model.path) / f)
+                        shutil.copy2(folder / f, Path(staged.path) / f)
             log.info("imported %s into BentoML's model store as %s", folder, tag)
         except BentoMLException:  # another worker imported it first
-            model = bentoml.models.get(tag)
+            pass
+        # The store's copy: the object `create` yields keeps the path of its temp folder,
+        # which is gone once the model is saved.
+        model = bentoml.models.get(tag)
     return Release(name, version, alias, tag, Path(model.path))
 
 
@@ -146,7 +149,8 @@ class ModelHolder(Generic[T]):
         with self._lock:
             old, self.release, self.predictor = self.release, release, predictor
             self.loaded_at = time.time()
-        log.info("model reloaded: %s → %s (backend %s)", old.tag, release.tag, predictor.backend)
+        log.info("model reloaded: %s → %s (%s)", old.tag, release.tag,
+                 getattr(predictor, "backend", "spec only"))  # fmt: skip
         return True
 
     def current(self) -> tuple[Release, T]:
