@@ -298,9 +298,10 @@ def collate_clips(batch: list[tuple[torch.Tensor, int]]
     first = batch[0][0]
     frames = batch_tensor((len(batch), t_max, *first.shape[1:]), first.dtype)
     mask = torch.zeros(len(batch), t_max, dtype=torch.bool)
+    out = frames.numpy()  # numpy copies on one thread: torch's intra-op threads only cost here
     for i, (x, _) in enumerate(batch):
-        frames[i, : x.shape[0]] = x
-        frames[i, x.shape[0] :] = 0
+        out[i, : x.shape[0]] = x.numpy()
+        out[i, x.shape[0] :] = 0
         mask[i, : x.shape[0]] = True
     return frames, mask, torch.tensor([y for _, y in batch])
 
@@ -309,6 +310,6 @@ def collate_frames(batch: list[tuple[torch.Tensor, int, int]]
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Frames ``(B, H, W, C)``, labels, clip indices."""
     first = batch[0][0]
-    x = torch.stack([i[0] for i in batch], out=batch_tensor((len(batch), *first.shape),
-                                                            first.dtype))  # fmt: skip
+    x = batch_tensor((len(batch), *first.shape), first.dtype)
+    np.stack([i[0].numpy() for i in batch], out=x.numpy())
     return x, torch.tensor([i[1] for i in batch]), torch.tensor([i[2] for i in batch])
