@@ -32,6 +32,7 @@ from emoserve.api import ERROR_RESPONSES, Info, ModelInfo, faces_of_video, read_
 from emoserve.backend import backend_reason, has_gpu
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.guard import Guard
+from emoserve.packaging import BuildArgs, service_image
 from emoserve.settings import ServiceSettings
 from emoserve.source import ModelHolder, current_release
 from emoserve.upload import saved_upload
@@ -55,6 +56,8 @@ SETTINGS = ServiceSettings.from_env()
 # Resolved at import, so `bentoml build` imports the model into the store and the Bento
 # carries it (the class attribute below); the services resolve again when they start.
 RELEASE = current_release(SETTINGS)
+# `bentoml build --arg variant=cuda`: the Bento's image (emoserve.packaging); defaults serve as is.
+BUILD = bentoml.use_arguments(BuildArgs)
 
 
 @bentoml.service(name="emoflow_model", workers=1,
@@ -112,7 +115,8 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=400)
 
 
-@bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers, traffic={"timeout": 120})
+@bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers, traffic={"timeout": 120},
+                 image=service_image(BUILD))  # fmt: skip
 @bentoml.asgi_app(app, path="/")
 class Emotion:
     """The entry point: uploads, checks, faces; the model service scores the chips."""
