@@ -182,7 +182,7 @@ class FacesParams(Strict):
     clahe_fallback: bool = True
     cnn_fallback: bool = True
     fallback_every: int = Field(
-        30, ge=1, description="long without a face, CLAHE and CNN run at most once every N frames"
+        60, ge=1, description="long without a face, CLAHE and CNN run at most once every N frames"
     )
     cut_threshold: float = Field(
         30.0, gt=0.0, description="scene cut: mean grey-level change of frame thumbnails above this"

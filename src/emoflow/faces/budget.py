@@ -4,8 +4,8 @@ HOG on a downscaled frame costs a few milliseconds; the fallbacks do not (CLAHE 
 much again, dlib's CNN some 50–60 times HOG). Running the whole chain on every frame without a
 face made face-less footage crawl at about 2 frames/s. The budget: HOG runs whenever a detection
 is due; a fallback runs at most once per detection interval (``detect_every``) while a face was
-seen within the last interval (the clip's start counts as such) or right after a tracked box
-was refused, and at most once every ``fallback_every`` frames after that. A face the fallbacks
+seen within the last interval or right after a tracked box was refused, and at most once every
+``fallback_every`` frames otherwise (the first time on the clip's first frame). A face the fallbacks
 alone can see is then still found within ``fallback_every`` frames, and tracked (with a
 fallback once per interval) from there.
 """
@@ -24,7 +24,7 @@ class FallbackBudget:
         self.window = detect_every
         self.recent_gap = min(detect_every, fallback_every)
         self.idle_gap = fallback_every
-        self.last_face = 0  # the clip's start counts as a face just seen
+        self.last_face = -detect_every - 1  # none yet: the clip's first frame runs them once
         self.last_try: dict[str, int] = {}
         self.calls: Counter[str] = Counter()
 
