@@ -32,6 +32,7 @@ from emoflow.faces.select import select_frames
 from emoflow.faces.stage import FACES_COLUMNS, FACES_CSV, faces_row, warn_short_clips
 from emoflow.faces.store import SUFFIX, write_face_clip
 from emoflow.fsio import atomic_dir, atomic_write_text
+from emoflow.guards import check_outputs, params_inputs
 from emoflow.media.video import iter_frames, probe
 from emoflow.parallel import parallel_map
 from emoflow.tables import write_table
@@ -440,6 +441,7 @@ def import_dataset(root: Path, out: Path, params: Params, opts: ImportOptions,
     stage writes ``out/splits/`` (manifests + k subject-independent folds) in the same atomic
     step: the import is complete with its splits or absent.
     """
+    check_outputs({"root": root, **params_inputs(params)}, {"out": out})
     _check_folds(folds, root)
     rx = compile_subject_regex(opts.subject_regex)
     found = find_clips(Path(root), opts)

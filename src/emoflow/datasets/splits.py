@@ -19,6 +19,7 @@ import numpy as np
 from emoflow.config import SplitParams
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_dir, atomic_path
+from emoflow.guards import check_outputs, params_inputs
 from emoflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     Fold ``i`` tests on group ``i``; of the other participants, a ``val / (train + val)`` share
     (at least one) validates and the rest trains.
     """
+    check_outputs({"faces": faces_csv, **params_inputs(params)}, {"out": out_dir})
     rows = read_faces_table(faces_csv)
     if not rows:
         raise InputError(faces_csv, "no usable clips (all excluded?)")
