@@ -10,6 +10,14 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
 
+# --- the pinned requirements, read from pyproject.toml: the venv layer below is keyed on this
+# list alone, so editing pyproject's other parts (tools, docs) keeps it cached --------------------
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml docker/requirements.py ./
+RUN python3 requirements.py stack > requirements-cpu.txt \
+    && python3 requirements.py stack gpu > requirements-gpu.txt
+
 # --- the venv, built where pip and a compiler-free wheel install can run -----------------------
 FROM ${PYTHON_IMAGE} AS build-cpu
 # Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
@@ -17,16 +25,16 @@ FROM ${PYTHON_IMAGE} AS build-cpu
 ARG PIP_EXTRA_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml constraints.txt docker/requirements.py ./
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements-cpu.txt ./requirements.txt
 # The pinned stack first (with the `stack` extra: S3 for the DVC remote, the Postgres driver,
 # Prefect's Kubernetes worker), in a layer of its own: a change of emoflow's source alone reuses it.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv /opt/emoflow \
     && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
-    && python3 requirements.py stack > requirements.txt \
     && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir . \
     && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
@@ -69,13 +77,13 @@ FROM ${CUDA_IMAGE} AS build-gpu
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy
 WORKDIR /src
-COPY pyproject.toml constraints.txt docker/requirements.py ./
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements-gpu.txt ./requirements.txt
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv python install 3.11.11 \
     && uv venv --python 3.11.11 /opt/emoflow \
-    && /opt/emoflow/bin/python requirements.py stack gpu > requirements.txt \
     && uv pip install --python /opt/emoflow/bin/python -c constraints.txt -r requirements.txt
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 RUN uv pip install --python /opt/emoflow/bin/python --no-deps .
 
