@@ -46,5 +46,6 @@ build localhost/emoflow-objectstore:dev docker/ci/objectstore.Dockerfile docker 
 build localhost/emoflow-mlflow:3.17.2 docker/mlflow/Dockerfile docker/mlflow "${py[@]}"
 build localhost/emoflow-prefect:3.9.1 docker/prefect/Dockerfile docker/prefect "${py[@]}"
 build localhost/emoflow:cpu docker/emoflow.Dockerfile . --target cpu "${py[@]}"
-podman image prune --force >/dev/null  # earlier builds' dangling layers
+# No `podman image prune`: the untagged layers it would remove are the build cache (the last
+# layer of each build stage has no child image); `podman image prune` by hand frees the space.
 log "done"
