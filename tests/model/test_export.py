@@ -163,7 +163,7 @@ def test_convert_without_tensorrt_names_what_is_missing(exported: dict[str, Path
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "pip install tensorrt-cu12" in lines[0]
+    assert "pip install tensorrt-cu13" in lines[0]
     assert not (exported["fan"] / "model.engine").exists()
 
 

@@ -19,7 +19,8 @@ from emoflow.inference.model_dir import ENGINE_FILE, ENGINE_JSON, ModelSpec, fil
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install tensorrt-cu12 on a machine with an NVIDIA GPU"
+INSTALL_HINT = ("pip install tensorrt-cu13 (CUDA 13, as torch 2.14's wheels; the `gpu` extra pins "
+                "it) on a machine with an NVIDIA GPU")
 
 
 def import_tensorrt() -> Any:
