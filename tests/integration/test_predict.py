@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 
 from emoflow.config import load_params
-from emoflow.media.video import MediaWriter
+from emoflow.faces.footage import write_clip
 from emoflow.training.trainer import train_model
 
 
@@ -27,14 +27,6 @@ def model_dir(tiny_faces: Path, tiny_params: Path, tmp_path_factory: pytest.Temp
     data = tiny_faces
     train_model("deep_emotion", load_params(tiny_params), data / "faces", data / "splits", out)
     return out
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
-    h, w = frames[0].shape[:2]
-    with MediaWriter(path, fps, w, h) as mw:
-        for f in frames:
-            mw.write_frame(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    return path
 
 
 def face_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -61,9 +53,9 @@ def _predict(model: Path, files: list[Path], *extra: str) -> subprocess.Complete
 
 
 def test_good_and_bad_files_in_one_call(model_dir: Path, tmp_path: Path) -> None:
-    good = [write_video(tmp_path / "face_640.mp4", face_frames(12, (640, 480))),
-            write_video(tmp_path / "face_960.mp4", face_frames(20, (960, 720)), fps=25)]
-    blank = write_video(tmp_path / "wall.mp4", [np.full((480, 640, 3), 128, np.uint8)] * 6)
+    good = [write_clip(tmp_path / "face_640.mp4", face_frames(12, (640, 480))),
+            write_clip(tmp_path / "face_960.mp4", face_frames(20, (960, 720)), fps=25)]
+    blank = write_clip(tmp_path / "wall.mp4", [np.full((480, 640, 3), 128, np.uint8)] * 6)
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
     empty = tmp_path / "empty.mp4"
@@ -103,7 +95,7 @@ def load_model_classes(model_dir: Path) -> list[str]:
 
 
 def test_plain_lines_and_exit_zero_when_all_succeed(model_dir: Path, tmp_path: Path) -> None:
-    v = write_video(tmp_path / "a.mp4", face_frames(8, (640, 480)))
+    v = write_clip(tmp_path / "a.mp4", face_frames(8, (640, 480)))
     out = _predict(model_dir, [v])
     assert out.returncode == 0, out.stderr
     (line,) = out.stdout.splitlines()
