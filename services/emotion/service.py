@@ -39,6 +39,7 @@ from emoserve.upload import saved_upload
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emoflow.inference import ClipResult, Predictor
 from emoflow.inference.model_dir import ModelSpec, read_spec
@@ -113,6 +114,15 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     body = ErrorBody(error=f"{where}: {first.get('msg', 'invalid request')}",
                      reason="invalid_request")  # fmt: skip
     return JSONResponse(body.model_dump(), status_code=400)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Starlette's own refusals (e.g. "Invalid multipart data." on a malformed body) get the same
+    # documented body as every other refusal, not FastAPI's {"detail": ...}.
+    metrics.rejected("invalid_request")
+    body = ErrorBody(error=str(exc.detail), reason="invalid_request")
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
 @bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers, traffic={"timeout": 120},

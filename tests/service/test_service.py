@@ -80,6 +80,16 @@ def test_bad_uploads_are_4xx_with_the_reason(server: Server, name: str, data: by
     assert r.status_code == status and r.json()["reason"] == reason, r.text
 
 
+def test_a_malformed_multipart_body_is_400_with_the_documented_body(server: Server) -> None:
+    # Found by schemathesis: Starlette's own "Invalid multipart data." came back as {"detail"}.
+    boundary = "7c5156fb04a2177cf9e322ad31ebde44"
+    with server.client() as c:
+        r = c.post("/predict", content=f"--{boundary}\r\nNone--{boundary}--\r\n".encode(),
+                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 400 and r.json()["reason"] == "invalid_request", r.text
+    assert "multipart" in r.json()["error"].lower()
+
+
 def test_long_clips_corrupt_clips_and_faceless_clips_are_422(
         server: Server, clips: dict[str, Path]) -> None:
     r = _post(server, "long.mp4", clips["long"].read_bytes())
