@@ -133,7 +133,10 @@ def test_schemathesis_finds_no_5xx_and_every_response_matches_the_schema(server:
            "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,"
            "content_type_conformance", "--max-examples", "15",
            "--generation-database", "none", "--phases", "examples,coverage,fuzzing",
-           "--request-timeout", "60"]  # fmt: skip
+           "--request-timeout", "60",
+           # A fixed seed keeps CI's verdict reproducible; SCHEMATHESIS_SEED=<n> explores anew
+           # (a random run found the malformed-multipart body tested above).
+           "--seed", os.environ.get("SCHEMATHESIS_SEED", "20261128")]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})  # fmt: skip
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
