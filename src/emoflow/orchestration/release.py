@@ -6,7 +6,6 @@ A scheduled run with nothing new must not add a registry version per week: a mod
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from emoflow.errors import EmoflowError
@@ -25,17 +24,13 @@ def convert_unavailable() -> str | None:
     return None
 
 
-def model_sha256(model_dir: Path) -> str:
-    with (model_dir / MODEL_FILE).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None] | None:
     """(name, version, run id) of the newest version holding ``model_dir``'s model.pt, if any."""
+    from emoflow.inference.model_dir import file_sha256
     from emoflow.release.registry import client, registered_name
 
     name = registered_name(arch)
-    sha = model_sha256(model_dir)
+    sha = file_sha256(model_dir / MODEL_FILE)
     found = [v for v in client().search_model_versions(f"name = '{name}'")
              if v.tags.get("model.sha256") == sha]  # fmt: skip
     if not found:
