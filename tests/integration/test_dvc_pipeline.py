@@ -37,6 +37,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_repo(tmp_path_factory.mktemp("repo"), tmp_path_factory.mktemp("remote"))
 
 
+def small_params() -> dict:
+    """The project's params.yaml at the smallest sample a whole pipeline runs on in minutes (also
+    the stack test's workspace)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # Three participants: the least a subject-independent train/val/test split can take.
+    params["sample"].update(participants=3, trials_per_participant=7)
+    params["train"]["fan"].update(epochs=2, image_size=32)
+    params["train"]["deep_emotion"].update(epochs=2)
+    return params
+
+
 def make_repo(repo: Path, remote: Path, folders: tuple[str, ...] = ("src",)) -> Path:
     """A new git + DVC repository in ``repo`` holding the project's pipeline (and ``folders``)
     at a small sample size, with ``remote`` as its default DVC remote. Also used by
@@ -45,13 +56,9 @@ def make_repo(repo: Path, remote: Path, folders: tuple[str, ...] = ("src",)) -> 
         shutil.copy(ROOT / name, repo / name)
     for name in folders:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # Three participants: the least a subject-independent train/val/test split can take.
-    params["sample"].update(participants=3, trials_per_participant=7)
+    params = small_params()
     params["split"].update(folds=3)
     params["train"].update(workers=0)
-    params["train"]["fan"].update(epochs=2, image_size=32)
-    params["train"]["deep_emotion"].update(epochs=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(repo, "git", "init", "-q")
     _run(repo, "dvc", "init", "-q")

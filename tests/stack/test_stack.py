@@ -110,11 +110,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _workspace_params() -> str:
     """The project's params at the sample size the DVC round-trip test uses (minutes on 2 cores)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sample"].update(participants=3, trials_per_participant=7)
+    from integration.test_dvc_pipeline import small_params  # tests/ is on sys.path (conftest)
+
+    params = small_params()
     params["split"].update(folds=0)
-    params["train"]["fan"].update(epochs=2, image_size=32)
-    params["train"]["deep_emotion"].update(epochs=2)
     return yaml.safe_dump(params, sort_keys=False)
 
 
