@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from emoflow.errors import EmoflowError
-from emoflow.orchestration import plan, release, report, workspace
+from emoflow.orchestration import kubeflow, plan, release, report, workspace
 from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
 from emoflow.tracking.mlflow_utils import tracking_uri
@@ -126,6 +126,32 @@ def stages(repo: Path, step: str, settings: plan.RunSettings) -> dict[str, Any]:
     return _dvc(repo, "reproduce", plan.step_targets(step, settings.models), hours)
 
 
+@task(name="train-on-cluster", task_run_name="train-{model}-on-kubeflow", **RETRY)
+def train_on_cluster(repo: Path, model: str, settings: plan.RunSettings) -> dict[str, Any]:
+    """train@<model> as a Kubeflow PyTorchJob on the cluster, then ``dvc commit`` of its outputs.
+
+    Only when DVC finds the stage stale, as ``dvc repro`` would; retried only when the
+    submission itself hit a passing API outage (a failed job is not retried: its own
+    ``backoff_limit`` restarts already resumed it from its checkpoints).
+    """
+    logger = get_run_logger()
+    target = f"train@{model}"
+    stale = _dvc(repo, "status", [target], settings.timeout_h.data)["stale"]
+    if not stale:
+        logger.info("%s is up to date: no job submitted", target)
+        return {"ran": [], "job": None}
+    cfg = settings.kubeflow
+    job = kubeflow.render_job(model, cfg, kubeflow.stage_command(repo / "dvc.yaml", model),
+                              name=kubeflow.job_name(model, str(runtime.flow_run.id)),
+                              labels={"emoflow.flow-run": str(runtime.flow_run.id)})  # fmt: skip
+    done = kubeflow.run_job(job, settings.timeout_h.train * HOUR, cfg.poll_s, logger.info)
+    committed = _dvc(repo, "commit", [target], settings.timeout_h.data)
+    logger.info("%s: dvc commit recorded the job's outputs in dvc.lock", target)
+    final = kubeflow.final_condition(done) or {}
+    return {"ran": committed["committed"], "job": job["metadata"]["name"],
+            "namespace": cfg.namespace, "condition": final.get("reason") or final.get("type")}
+
+
 @task(name="push", **RETRY)
 def push(repo: Path, settings: plan.RunSettings) -> dict[str, Any]:
     """dvc push of the run's outputs when a DVC remote is configured."""
@@ -208,7 +234,8 @@ def publish_report(repo: Path, run: dict[str, Any]) -> dict[str, Any]:
 @flow(name="retrain", log_prints=True)
 def retrain(models: list[str] | None = None, convert: bool | None = None,
             metric: str | None = None, min_delta: float | None = None,
-            sync_mode: str | None = None, repo: str = ".") -> dict[str, Any]:  # fmt: skip
+            sync_mode: str | None = None, train_on: str | None = None,
+            repo: str = ".") -> dict[str, Any]:  # fmt: skip
     """Retrain, release and promote emoflow's models from the data in the workspace.
 
     Args:
@@ -218,12 +245,15 @@ def retrain(models: list[str] | None = None, convert: bool | None = None,
         min_delta: how much better the challenger must be to become champion
             [pipeline.promote_min_delta].
         sync_mode: workspace (as it is) or pull (git pull + dvc pull first) [pipeline.sync.mode].
+        train_on: local (this process, torchrun) or kubeflow (a PyTorchJob per model on the
+            cluster, pipeline.kubeflow) [pipeline.train_on].
         repo: the repository root the flow works in (the deployment's working directory).
     """
     root = Path(repo).resolve()
     logger = get_run_logger()
     settings = plan.resolve(root / "params.yaml", models=models, convert=convert, metric=metric,
-                            min_delta=min_delta, sync_mode=sync_mode)  # fmt: skip
+                            min_delta=min_delta, sync_mode=sync_mode,
+                            train_on=train_on)  # fmt: skip
     plan.check_targets(root / "dvc.yaml", settings.models)
     holder = f"flow run {runtime.flow_run.name} ({runtime.flow_run.id})"
     run: dict[str, Any] = {"flow_run": str(runtime.flow_run.id), "settings": settings.as_dict(),
@@ -232,7 +262,15 @@ def retrain(models: list[str] | None = None, convert: bool | None = None,
     with workspace.workspace_lock(root, holder, on_wait=logger.warning), plan.inside(root):
         run["sync"] = sync.with_options(timeout_seconds=data)(root, settings)
         run["steps"]["validate"] = validate(root, settings)
-        for step in ("preprocess", "train", "evaluate", "export"):
+        run["steps"]["preprocess"] = stages(root, "preprocess", settings)
+        if settings.train_on == "kubeflow":
+            jobs = {m: train_on_cluster(root, m, settings) for m in settings.models}
+            run["steps"]["train"] = {"ran": [t for j in jobs.values() for t in j["ran"]],
+                                     "planned": plan.step_targets("train", settings.models),
+                                     "jobs": jobs}  # fmt: skip
+        else:
+            run["steps"]["train"] = stages(root, "train", settings)
+        for step in ("evaluate", "export"):
             run["steps"][step] = stages(root, step, settings)
         for m, info in run["models"].items():
             info["convert"] = convert_model(root, m, settings)
@@ -255,5 +293,6 @@ if __name__ == "__main__":
     parser.add_argument("--metric", default=None)
     parser.add_argument("--min-delta", type=float, default=None)
     parser.add_argument("--sync", dest="sync_mode", choices=("workspace", "pull"), default=None)
+    parser.add_argument("--train-on", choices=("local", "kubeflow"), default=None)
     parser.add_argument("--repo", default=".")
     retrain(**vars(parser.parse_args()))

@@ -320,6 +320,24 @@ class PipelineTimeouts(Strict):
     release: float = Field(2.0, gt=0.0, description="convert, register, promote")
 
 
+class PipelineKubeflowParams(Strict):
+    """The train step as a Kubeflow Training Operator PyTorchJob (``pipeline.train_on: kubeflow``):
+    N nodes × M GPUs on the cluster, reading and writing the workspace volume the flow runs in."""
+
+    namespace: str = Field("emoflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    image: str = Field("emoflow:gpu", min_length=1, description="the emoflow image the pods run")
+    nodes: int = Field(2, ge=1, description="Worker pods, one per node")
+    gpus_per_node: int = Field(4, ge=0, description="processes per pod (one per GPU); 0: 1 on CPU")
+    cpu: str = Field("16", description="CPU request per pod")
+    memory: str = Field("48Gi", description="memory per pod (request and limit)")
+    shm: str = Field("16Gi", description="/dev/shm per pod, for DataLoader workers")
+    workspace_claim: str = Field("emoflow-workspace", description="the shared RWX volume claim")
+    workspace_path: str = Field("/workspace", description="where pods and the flow mount it")
+    config_map: str | None = Field("emoflow-config", description="settings as env; null: none")
+    backoff_limit: int = Field(3, ge=0, description="job restarts; each resumes its checkpoint")
+    poll_s: float = Field(15.0, gt=0.0, description="seconds between status reads")
+
+
 class PipelineParams(Strict):
     """The Prefect ``retrain`` flow (pipelines/retrain.py); a run's parameters override these."""
 
@@ -331,6 +349,10 @@ class PipelineParams(Strict):
     promote_min_delta: float = Field(0.005, ge=0.0, le=1.0)
     sync: PipelineSyncParams = Field(default_factory=PipelineSyncParams)
     timeout_h: PipelineTimeouts = Field(default_factory=PipelineTimeouts)
+    train_on: Literal["local", "kubeflow"] = Field(
+        "local", description="local: the flow's own process (torchrun); kubeflow: a PyTorchJob"
+    )
+    kubeflow: PipelineKubeflowParams = Field(default_factory=PipelineKubeflowParams)
 
 
 class Params(Strict):

@@ -9,8 +9,9 @@ cancelled run must stop: its whole process tree is ended, so no orphaned trainin
 workspace busy. DVC's own repository lock is held by that one process.
 
 Child: ``python -m emoflow.orchestration.dvc_step --repo DIR --result FILE reproduce TARGET…``
-(or ``pull``/``push`` with ``--remote``); it writes a JSON result (stages planned and run, or the
-error and whether it looked transient) and exits 0 or 1.
+(or ``status``/``commit`` TARGET…, or ``pull``/``push`` with ``--remote``); it writes a JSON
+result (stages planned and run, stale or committed, or the error and whether it looked
+transient) and exits 0 or 1.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
 def run_step(repo: Path, action: str, args: Sequence[str] = (), *,
              on_line: Callable[[str], None], timeout_s: float | None = None,
              remote: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run ``action`` (reproduce | pull | push) in a child; each output line goes to ``on_line``.
+    """Run ``action`` (reproduce | status | commit | pull | push) in a child; each output line
+    goes to ``on_line``.
 
     Returns the child's result; raises :class:`StepError` on failure or timeout (after ending
     the child's whole process tree).
@@ -162,6 +164,19 @@ def _reproduce(repo: Any, targets: list[str]) -> dict[str, Any]:
     return {"planned": [s.addressing for s in planned], "ran": [s.addressing for s in ran]}
 
 
+def _status(repo: Any, targets: list[str]) -> dict[str, Any]:
+    # Only the targets themselves: the steps before made their upstream stages current.
+    changed = repo.status(targets=targets)
+    return {"stale": [t for t in targets if t in changed], "changes": changed}
+
+
+def _commit(repo: Any, targets: list[str]) -> dict[str, Any]:
+    # force: the outputs were made outside DVC (a cluster job); record them without a prompt.
+    for target in targets:
+        repo.commit(target, force=True)
+    return {"committed": targets}
+
+
 def _remote(repo: Any, remote: str | None) -> str | None:
     return remote or repo.config["core"].get("remote")
 
@@ -187,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path("."))
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--remote", default=None)
-    parser.add_argument("action", choices=("reproduce", "pull", "push"))
+    parser.add_argument("action", choices=("reproduce", "status", "commit", "pull", "push"))
     parser.add_argument("targets", nargs="*")
     args = parser.parse_args(argv)
     from dvc.repo import Repo  # DVC logs to stderr itself (INFO: running, skipping, …)
@@ -198,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Repo(str(args.repo)) as repo:
             if args.action == "reproduce":
                 result = _reproduce(repo, args.targets)
+            elif args.action == "status":
+                result = _status(repo, args.targets)
+            elif args.action == "commit":
+                result = _commit(repo, args.targets)
             elif args.action == "pull":
                 result = _pull(repo, args.remote)
             else:

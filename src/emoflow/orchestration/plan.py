@@ -11,14 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from emoflow.config import Params, PipelineParams, PipelineSyncParams, PipelineTimeouts, load_params
+from emoflow.config import (
+    Params,
+    PipelineKubeflowParams,
+    PipelineParams,
+    PipelineSyncParams,
+    PipelineTimeouts,
+    load_params,
+)
 from emoflow.errors import InputError
 
 MODELS: tuple[str, ...] = ("fan", "deep_emotion")
@@ -86,20 +93,23 @@ class RunSettings:
     sync: PipelineSyncParams
     timeout_h: PipelineTimeouts
     params: Params
+    train_on: str = "local"
+    kubeflow: PipelineKubeflowParams = field(default_factory=PipelineKubeflowParams)
 
     def as_dict(self) -> dict[str, Any]:
         return {"models": list(self.models), "convert": self.convert, "metric": self.metric,
-                "min_delta": self.min_delta, "sync": self.sync.model_dump()}  # fmt: skip
+                "min_delta": self.min_delta, "sync": self.sync.model_dump(),
+                "train_on": self.train_on}  # fmt: skip
 
 
 def resolve(params_file: Path, models: Sequence[str] | None = None, convert: bool | None = None,
             metric: str | None = None, min_delta: float | None = None,
-            sync_mode: str | None = None) -> RunSettings:  # fmt: skip
+            sync_mode: str | None = None, train_on: str | None = None) -> RunSettings:  # fmt: skip
     """Merge a run's parameters over ``params_file``; the result is checked by the same strict
     model (a wrong metric name fails here, naming the key)."""
     params = load_params(params_file)
     given = {"models": models, "convert": convert, "promote_metric": metric,
-             "promote_min_delta": min_delta}  # fmt: skip
+             "promote_min_delta": min_delta, "train_on": train_on}  # fmt: skip
     section = params.pipeline.model_dump() | {k: v for k, v in given.items() if v is not None}
     if sync_mode is not None:
         section["sync"] = section["sync"] | {"mode": sync_mode}
@@ -110,7 +120,7 @@ def resolve(params_file: Path, models: Sequence[str] | None = None, convert: boo
         key = ".".join(str(x) for x in err["loc"])
         raise InputError(params_file, f"flow parameter {key}: {err['msg']}") from exc
     return RunSettings(check_models(p.models), p.convert, p.promote_metric, p.promote_min_delta,
-                       p.sync, p.timeout_h, params)  # fmt: skip
+                       p.sync, p.timeout_h, params, p.train_on, p.kubeflow)  # fmt: skip
 
 
 @contextlib.contextmanager
