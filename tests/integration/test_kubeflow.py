@@ -122,7 +122,7 @@ def test_the_job_runs_the_train_stage_under_torchrun_on_n_nodes_by_m_gpus() -> N
     pod = spec["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     (c,) = pod["containers"]
     assert [*c["command"], *c["args"]] == ["torchrun", "-m", "emoflow.cli", *cmd[1:]]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 8 and c["image"] == cfg.image
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "8" and c["image"] == cfg.image
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "emoflow-workspace"
     cpu = kubeflow.render_job("fan", PipelineKubeflowParams(gpus_per_node=0), cmd)
     cpu_pod = cpu["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
@@ -148,8 +148,8 @@ def test_the_command_line_prints_the_job_and_names_a_bad_params_file(tmp_path: P
     assert yaml.safe_load(done.stdout)["metadata"]["name"] == "emoflow-train-deep-emotion"
     bad = tmp_path / "params.yaml"
     bad.write_text("pipeline: {kubeflow: {nodes: 0}}\n")
-    done = subprocess.run([sys.executable, "-m", "emoflow.orchestration.kubeflow", "--model",
-                           "fan", "-p", str(bad)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "emoflow.orchestration.kubeflow", "--model", "fan", "-p", str(bad)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert str(bad) in done.stderr and "nodes" in done.stderr
 
@@ -170,8 +170,8 @@ def test_a_job_is_submitted_followed_and_returned_when_it_succeeds(standin: Stan
 
 
 def test_a_failed_job_raises_with_the_operators_reason(standin: StandIn) -> None:
-    with pytest.raises(kubeflow.JobFailed, match=r"failed: Failed: PyTorchJobFailed.*exit codes \[3\]"
-                       ) as err:  # fmt: skip
+    failed = r"failed: Failed: PyTorchJobFailed.*exit codes \[3\]"
+    with pytest.raises(kubeflow.JobFailed, match=failed) as err:
         kubeflow.run_job(_job("bad-job", "raise SystemExit(3)"), 60, 0.2, lambda _: None)
     assert err.value.transient is False
 
@@ -196,7 +196,7 @@ def test_a_resubmission_of_the_same_run_follows_the_job_and_another_run_is_refus
     assert "already submitted by this flow run" in events[0]
     assert kubeflow.final_condition(again)["type"] == "Succeeded"
     other = _job("same-name", code, labels={"emoflow.flow-run": "run-2"})
-    with pytest.raises(kubeflow.JobFailed, match="belongs to another run.*HTTP 409"):
+    with pytest.raises(kubeflow.JobFailed, match=r"belongs to another run.*HTTP 409"):
         kubeflow.run_job(other, 60, 0.2, lambda _: None)
 
 
@@ -207,7 +207,7 @@ def test_api_errors_say_what_is_wrong_and_whether_a_retry_may_help(
     proc, port = start_standin(tmp_path, tmp_path / "pods", "--no-crd")
     try:
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", port)))
-        with pytest.raises(kubeflow.JobFailed, match="Training Operator installed.*HTTP 404"):
+        with pytest.raises(kubeflow.JobFailed, match=r"Training Operator installed.*HTTP 404"):
             kubeflow.run_job(job, 10, 0.2, lambda _: None)
         monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", port, "wrong")))
         with pytest.raises(kubeflow.JobFailed, match="HTTP 401") as err:

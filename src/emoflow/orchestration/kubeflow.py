@@ -87,7 +87,7 @@ def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
     pod: dict[str, Any] = {"securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
                                                "fsGroup": 10001}}  # fmt: skip
     if gpus:
-        resources["limits"]["nvidia.com/gpu"] = gpus
+        resources["limits"]["nvidia.com/gpu"] = str(gpus)  # a quantity: a string in the API
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
                                "effect": "NoSchedule"}]  # fmt: skip
     container: dict[str, Any] = {
