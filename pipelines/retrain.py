@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # DVC's and emoflow's own loggers into the run's log in the UI (a deployment's worker sets the
 # same in prefect.yaml; this covers `python pipelines/retrain.py`). Before prefect is imported.
@@ -234,7 +234,7 @@ def publish_report(repo: Path, run: dict[str, Any]) -> dict[str, Any]:
 @flow(name="retrain", log_prints=True)
 def retrain(models: list[str] | None = None, convert: bool | None = None,
             metric: str | None = None, min_delta: float | None = None,
-            sync_mode: str | None = None, train_on: str | None = None,
+            sync_mode: str | None = None, train_on: Literal["local", "kubeflow"] | None = None,
             repo: str = ".") -> dict[str, Any]:  # fmt: skip
     """Retrain, release and promote emoflow's models from the data in the workspace.
 

@@ -9,6 +9,8 @@ ones. The flow end to end with ``train_on: kubeflow`` is in test_pipeline_flow.p
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -219,3 +221,44 @@ def test_api_errors_say_what_is_wrong_and_whether_a_retry_may_help(
     with pytest.raises(kubeflow.JobFailed, match="submitting") as err:
         kubeflow.run_job(job, 10, 0.2, lambda _: None)
     assert err.value.transient is True
+
+
+def test_the_cluster_deployment_passes_train_on_kubeflow_as_the_flow_takes_it() -> None:
+    from prefect.flows import load_flow_from_entrypoint
+
+    deployment = yaml.safe_load((ROOT / "infra/prefect/prefect.yaml").read_text())
+    (dep,) = deployment["deployments"]
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    assert flow.validate_parameters(dep["parameters"])["train_on"] == "kubeflow"
+    with pytest.raises(Exception, match="train_on"):
+        flow.validate_parameters({"train_on": "slurm"})
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_flow_stopped_while_it_waits_deletes_its_job(standin: StandIn, tmp_path: Path,
+                                                        sig: str) -> None:  # fmt: skip
+    """Ctrl-C, or the SIGTERM a Prefect worker sends to cancel a run (Prefect turns it into an
+    exception in the main thread; so does this script): the job goes, its pods stop."""
+    job = _job("stopped-job", "import time, pathlib; pathlib.Path('up').touch(); time.sleep(300)")
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import json, signal, sys\n"
+        "from emoflow.orchestration import kubeflow\n"
+        "def stop(*_):\n    raise SystemExit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"kubeflow.run_job(json.loads({json.dumps(json.dumps(job))}), 300, 0.2,\n"
+        "                 lambda e: print(e, flush=True))\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (standin.workspace / "up").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the job never started"
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop_tree(proc.pid, grace_s=2)
+    assert proc.returncode != 0
+    assert "PyTorchJob emoflow/stopped-job deleted" in out, out
+    assert standin.get("emoflow", "stopped-job")[0] == 404
