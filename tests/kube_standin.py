@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +33,8 @@ from typing import Any
 
 import psutil
 
-_PATH = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([a-z0-9-]+)/pytorchjobs(?:/([a-z0-9.-]+))?$")
+_PATH = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([a-z0-9-]+)/pytorchjobs"
+                   r"(?:/([a-z0-9.-]+))?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -84,7 +86,8 @@ class Cluster:
         replicas = int(worker.get("replicas", 1))
         container = next(c for c in worker["template"]["spec"]["containers"]
                          if c["name"] == "pytorch")  # fmt: skip
-        env = dict(os.environ)
+        env = dict(os.environ)  # the image's PATH has torchrun: here, this venv's bin
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", [])})
         env.update(PET_NNODES=f"{replicas}:{replicas}", PET_NPROC_PER_NODE=spec["nprocPerNode"],
                    PET_RDZV_BACKEND=spec.get("elasticPolicy", {}).get("rdzvBackend", "c10d"),
@@ -95,8 +98,8 @@ class Cluster:
         pods = []
         for i in range(replicas):
             log = (self.logs / f"{ns}.{name}.worker-{i}.log").open("wb")
-            pods.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))  # fmt: skip
+            pods.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
         with self.lock:
             self.pods[key] = pods
         self.condition(key, "Running", "PyTorchJobRunning", f"{what} is running.")
@@ -156,7 +159,7 @@ def handler(cluster: Cluster, token: str, crd: bool) -> type[BaseHTTPRequestHand
                 return None
             return found.group(1), found.group(2)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             route = self._route()
             if route is None:
                 return
@@ -169,7 +172,7 @@ def handler(cluster: Cluster, token: str, crd: bool) -> type[BaseHTTPRequestHand
             else:
                 self._send(200, body)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             route = self._route()
             if route is None:
                 return
@@ -197,7 +200,7 @@ def handler(cluster: Cluster, token: str, crd: bool) -> type[BaseHTTPRequestHand
             self._send(201, job)
             threading.Thread(target=cluster.operate, args=(key,), daemon=True).start()
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             route = self._route()
             if route is None:
                 return

@@ -169,6 +169,49 @@ def test_deployment_schedule_and_api_runs_one_at_a_time(repo: Path, server: tupl
     assert _artifact_keys(port, second["id"]) >= {"retrain-report"}
 
 
+def test_train_on_kubeflow_runs_a_pytorchjob_and_records_its_model(
+        repo: Path, server: tuple, tmp_path: Path) -> None:  # fmt: skip
+    """pipeline.train_on: kubeflow: the train step is a 2-node PyTorchJob (torchrun, c10d, gloo)
+    submitted over the Kubernetes API (tests/kube_standin.py plays API server and operator,
+    its pods run in the workspace), then ``dvc commit``; the rest of the flow as usual."""
+    from test_kubeflow import start_standin, write_kubeconfig
+
+    _, env = server
+    params_file = repo / "params.yaml"
+    before = params_file.read_text()
+    params = yaml.safe_load(before)
+    params["train"]["deep_emotion"]["dropout"] = 0.4  # train@deep_emotion is stale now
+    params["pipeline"]["train_on"] = "kubeflow"
+    params["pipeline"]["kubeflow"] = {"nodes": 2, "gpus_per_node": 0, "poll_s": 1}
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    model = repo / "models/deep_emotion/model.pt"
+    trained, versions = model.stat().st_mtime_ns, _versions(repo, "emoflow-deep-emotion")
+    proc, port = start_standin(repo, tmp_path / "pods")
+    try:
+        kube_env = env | {"KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", port))}
+        done = _flow(repo, kube_env, "--models", "deep_emotion", "fan")
+    finally:
+        stop_tree(proc.pid, grace_s=5)
+        params["pipeline"]["train_on"] = "local"  # the later tests train here again
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    train = _report(repo)["steps"]["train"]
+    assert train["ran"] == ["train@deep_emotion"]
+    job = train["jobs"]["deep_emotion"]
+    assert job["job"].startswith("emoflow-train-deep-emotion-")
+    assert job["condition"] == "PyTorchJobSucceeded"
+    assert train["jobs"]["fan"] == {"ran": [], "job": None}  # up to date: nothing submitted
+    pods = sorted((tmp_path / "pods").glob(f"emoflow.{job['job']}.worker-*.log"))
+    assert len(pods) == 2, pods
+    assert "epoch 1/1" in pods[0].read_text() + pods[1].read_text()
+    assert "submitted: 2 node(s) × 1 process(es)" in log
+    assert model.stat().st_mtime_ns != trained
+    assert "up to date" in _run(repo, "dvc", "status")  # the lock holds the job's model
+    new = set(_versions(repo, "emoflow-deep-emotion")) - set(versions)
+    assert len(new) == 1, (versions, new)
+
+
 def test_corrupted_marks_fail_at_validate_before_training(repo: Path, server: tuple) -> None:
     port, env = server
     model = repo / "models/fan/model.pt"
