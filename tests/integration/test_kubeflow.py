@@ -217,6 +217,10 @@ def test_api_errors_say_what_is_wrong_and_whether_a_retry_may_help(
         assert err.value.transient is False
     finally:
         stop_tree(proc.pid, grace_s=5)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(kubeflow.JobFailed, match=r"no Kubernetes credentials.*KUBECONFIG"):
+        kubeflow.run_job(job, 10, 0.2, lambda _: None)
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", port)))
     # Nothing listens there now: an outage a retry may outlast.
     with pytest.raises(kubeflow.JobFailed, match="submitting") as err:
         kubeflow.run_job(job, 10, 0.2, lambda _: None)

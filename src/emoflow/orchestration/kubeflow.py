@@ -168,12 +168,16 @@ async def _client() -> Any:
         raise JobFailed("train_on: kubeflow needs the Kubernetes client: "
                         "pip install 'emoflow[stack]'") from exc  # fmt: skip
     conf = client.Configuration()  # its own, not the process-wide default: read it each time
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=conf)
-    else:
-        # $KUBECONFIG read now: the client reads it once, at import
-        await config.load_kube_config(os.environ.get("KUBECONFIG"), client_configuration=conf,
-                                      persist_config=False)  # fmt: skip
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=conf)
+        else:
+            # $KUBECONFIG read now: the client reads it once, at import
+            path = os.environ.get("KUBECONFIG")
+            await config.load_kube_config(path, client_configuration=conf, persist_config=False)
+    except (config.ConfigException, OSError) as exc:
+        raise JobFailed("no Kubernetes credentials: the flow uses its pod's service account in "
+                        f"a cluster, else $KUBECONFIG or ~/.kube/config ({exc})") from exc
     return client.ApiClient(configuration=conf)
 
 
