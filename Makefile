@@ -47,7 +47,7 @@ test-all: install lint  ## everything this machine can run but the stack (CI run
 
 # The compose stack (docs/deploy.md). With Docker: `docker compose -f docker/compose.yaml
 # --env-file docker/.env --profile cpu up -d --build`. Without a registry (Podman, as root):
-STACK := $(BIN)/podman-compose -f docker/compose.yaml -f docker/ci/compose.ci.yaml --env-file docker/.env --profile cpu
+STACK := $(BIN)/podman-compose -f docker/compose.yaml --env-file docker/.env --profile cpu
 stack-images: install   ## build every image with Podman from Debian's packages (no registry)
 	CONTAINERS_CONF=$(abspath docker/ci/containers.conf) bash docker/ci/build-images.sh
 

