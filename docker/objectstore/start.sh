@@ -24,10 +24,11 @@ PY
 #   faces the network, and a new container address after a restart changes nothing.
 # - Each bucket is a collection that grows several volumes at once: volumes of 1 GiB (not 30),
 #   as many as the disk holds (-volume.max=0), so two buckets fit on a small disk.
-# - A stop takes ~16 s (the filer's gRPC drain): compose and Kubernetes give it 30 s.
+# - A stop takes ~17 s (the filer's gRPC drain): compose and Kubernetes give it 30 s.
+# - Logs go to stderr only (the container's log), not to files in /tmp.
 # - No telemetry; the Iceberg and Lance catalogs stay off. The log's "no signing key found for
 #   STS service" concerns temporary credentials (STS), which the stack does not use.
-exec weed server -dir="${SEAWEEDFS_DIR:-/data}" \
+exec weed -logtostderr=true server -dir="${SEAWEEDFS_DIR:-/data}" \
     -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.ip.bind=0.0.0.0 \
     -master.volumeSizeLimitMB="${SEAWEEDFS_VOLUME_SIZE_MB:-1024}" -volume.max=0 \
     -volume.preStopSeconds=1 -master.telemetry=false \

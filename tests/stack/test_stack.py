@@ -87,7 +87,11 @@ def _wait(what: str, probe, timeout_s: float) -> object:
 
 
 def _logs(name: str) -> str:
-    return _podman("logs", "--tail", "60", f"emoflow_{name}_1", check=False)[-6000:]
+    # The container's stderr too: SeaweedFS and Prefect log there.
+    done = subprocess.run(["podman", "logs", "--tail", "60", f"emoflow_{name}_1"], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+                          env=_env(), check=False)  # fmt: skip
+    return done.stdout[-6000:]
 
 
 @pytest.fixture(scope="module")
