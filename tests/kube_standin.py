@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psutil
 
@@ -51,9 +52,13 @@ def _free_port() -> int:
 class Cluster:
     """The jobs, and the processes that play their pods."""
 
-    def __init__(self, mounts: dict[str, Path], logs: Path) -> None:
+    def __init__(self, mounts: dict[str, Path], logs: Path, pending: bool = False,
+                 failing_reads: int = 0) -> None:  # fmt: skip
         self.mounts = mounts
         self.logs = logs
+        self.pending = pending
+        self.failing_reads = failing_reads  # reads of a job answered 503 after its first
+        self.reads: dict[tuple[str, str], int] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], list[subprocess.Popen]] = {}
         self.lock = threading.Lock()
@@ -81,18 +86,25 @@ class Cluster:
         job = self.jobs[key]
         what = f"PyTorchJob {ns}/{name}"
         self.condition(key, "Created", "PyTorchJobCreated", f"{what} is created.")
+        if self.pending:  # as pods that never get scheduled (no GPU free, an image not pulled)
+            return
         spec = job["spec"]
         worker = spec["pytorchReplicaSpecs"]["Worker"]
         replicas = int(worker.get("replicas", 1))
+        elastic = spec.get("elasticPolicy")
         container = next(c for c in worker["template"]["spec"]["containers"]
                          if c["name"] == "pytorch")  # fmt: skip
         env = dict(os.environ)  # the image's PATH has torchrun: here, this venv's bin
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", [])})
-        env.update(PET_NNODES=f"{replicas}:{replicas}", PET_NPROC_PER_NODE=spec["nprocPerNode"],
-                   PET_RDZV_BACKEND=spec.get("elasticPolicy", {}).get("rdzvBackend", "c10d"),
-                   PET_RDZV_ENDPOINT=f"127.0.0.1:{_free_port()}", PET_RDZV_ID=name,
-                   PET_MAX_RESTARTS="0")  # fmt: skip
+        # What the operator (v1.8+) sets for an elastic job; PET_NPROC_PER_NODE is left out so
+        # the job's own --nproc-per-node is what counts (operators before v1.8 left it out too).
+        nodes = (f"{elastic['minReplicas']}:{elastic['maxReplicas']}" if elastic
+                 else str(replicas))  # fmt: skip
+        env.update(PET_NNODES=nodes, PET_RDZV_ENDPOINT=f"127.0.0.1:{_free_port()}",
+                   PET_RDZV_BACKEND=(elastic or {}).get("rdzvBackend", "c10d"), PET_RDZV_ID=name,
+                   PET_MAX_RESTARTS=str((elastic or {}).get("maxRestarts", 0)))  # fmt: skip
+        env.pop("PET_NPROC_PER_NODE", None)
         cwd = self.local_dir(container.get("workingDir", "/"))
         cmd = [*container.get("command", []), *container.get("args", [])]
         pods = []
@@ -103,24 +115,37 @@ class Cluster:
         with self.lock:
             self.pods[key] = pods
         self.condition(key, "Running", "PyTorchJobRunning", f"{what} is running.")
-        codes = [p.wait() for p in pods]
+        codes = self._wait(pods, any_success=bool(elastic))
         with self.lock:
             deleted = key not in self.jobs
         if deleted:
             return
-        failed = [i for i, c in enumerate(codes) if c != 0]
+        failed = [c for c in codes if c not in (0, None)]
         if failed:
             self.condition(key, "Failed", "PyTorchJobFailed",
                            f"{what} is failed because {len(failed)} Worker replica(s) failed "
-                           f"(exit codes {[codes[i] for i in failed]}).")  # fmt: skip
-        else:
-            self.condition(key, "Succeeded", "PyTorchJobSucceeded",
-                           f"{what} is successfully completed.")  # fmt: skip
+                           f"(exit codes {failed}).")  # fmt: skip
+            return
+        self.condition(key, "Succeeded", "PyTorchJobSucceeded",
+                       f"{what} is successfully completed.")  # fmt: skip
+        if spec.get("runPolicy", {}).get("cleanPodPolicy", "None") in ("Running", "All"):
+            self._kill([p for p in pods if p.poll() is None])
 
-    def delete(self, key: tuple[str, str]) -> bool:
-        with self.lock:
-            job = self.jobs.pop(key, None)
-            pods = self.pods.pop(key, [])
+    @staticmethod
+    def _wait(pods: list[subprocess.Popen], any_success: bool) -> list[int | None]:
+        """Exit codes once a pod fails, or (elastic, as the operator decides) once one pod
+        succeeds, or all pods have ended; None for a pod still running."""
+        while True:
+            codes = [p.poll() for p in pods]
+            ended = [c for c in codes if c is not None]
+            if any(c != 0 for c in ended) or len(ended) == len(pods):
+                return codes
+            if any_success and ended:
+                return codes
+            time.sleep(0.1)
+
+    @staticmethod
+    def _kill(pods: list[subprocess.Popen]) -> None:
         for p in pods:
             try:
                 proc = psutil.Process(p.pid)
@@ -128,6 +153,12 @@ class Cluster:
                     child.kill()
             except psutil.NoSuchProcess:
                 pass
+
+    def delete(self, key: tuple[str, str]) -> bool:
+        with self.lock:
+            job = self.jobs.pop(key, None)
+            pods = self.pods.pop(key, [])
+        self._kill(pods)
         return job is not None
 
 
@@ -164,9 +195,23 @@ def handler(cluster: Cluster, token: str, crd: bool) -> type[BaseHTTPRequestHand
             if route is None:
                 return
             ns, name = route
+            if name is None:  # the collection, with an optional labelSelector k=v[,k=v]
+                query = parse_qs(urlsplit(self.path).query).get("labelSelector", [""])[0]
+                wanted = dict(kv.split("=", 1) for kv in query.split(",") if "=" in kv)
+                with cluster.lock:
+                    items = [json.loads(json.dumps(j)) for (n, _), j in cluster.jobs.items()
+                             if n == ns and wanted.items() <= j["metadata"]["labels"].items()]
+                self._send(200, {"kind": "PyTorchJobList", "apiVersion": "kubeflow.org/v1",
+                                 "metadata": {}, "items": items})  # fmt: skip
+                return
             with cluster.lock:
-                job = cluster.jobs.get((ns, name or ""))
+                job = cluster.jobs.get((ns, name))
                 body = json.loads(json.dumps(job)) if job else None
+                reads = cluster.reads[(ns, name)] = cluster.reads.get((ns, name), 0) + 1
+            if body is not None and 1 < reads <= 1 + cluster.failing_reads:
+                self._status(503, "ServiceUnavailable", "the server is currently unable to "
+                             "handle the request")  # fmt: skip
+                return
             if body is None:
                 self._status(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
             else:
@@ -189,6 +234,7 @@ def handler(cluster: Cluster, token: str, crd: bool) -> type[BaseHTTPRequestHand
                     exists = True
                 else:
                     exists = False
+                    meta.setdefault("labels", {})
                     meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(),
                                 resourceVersion="1")  # fmt: skip
                     job["status"] = {"conditions": []}
@@ -241,10 +287,13 @@ def main() -> None:
     parser.add_argument("--mount", action="append", default=[], help="PATH=LOCAL_DIR")
     parser.add_argument("--logs", type=Path, required=True, help="one log file per pod")
     parser.add_argument("--no-crd", action="store_true", help="as without the operator installed")
+    parser.add_argument("--pending", action="store_true", help="pods never start")
+    parser.add_argument("--failing-reads", type=int, default=0,
+                        help="answer this many reads of each job with 503 after the first")
     args = parser.parse_args()
     mounts = {m.split("=", 1)[0]: Path(m.split("=", 1)[1]).resolve() for m in args.mount}
     args.logs.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(mounts, args.logs)
+    cluster = Cluster(mounts, args.logs, args.pending, args.failing_reads)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(cluster, args.token,
                                                                    not args.no_crd))  # fmt: skip
     print(f"kube stand-in on 127.0.0.1:{args.port} ({time.strftime('%H:%M:%S')})", flush=True)

@@ -325,7 +325,8 @@ class PipelineKubeflowParams(Strict):
     N nodes × M GPUs on the cluster, reading and writing the workspace volume the flow runs in."""
 
     namespace: str = Field("emoflow", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image: str = Field("emoflow:gpu", min_length=1, description="the emoflow image the pods run")
+    image: str = Field("localhost/emoflow:gpu", min_length=1,
+                       description="the emoflow image the pods run (your registry's)")
     nodes: int = Field(2, ge=1, description="Worker pods, one per node")
     gpus_per_node: int = Field(4, ge=0, description="processes per pod (one per GPU); 0: 1 on CPU")
     cpu: str = Field("16", description="CPU request per pod")
@@ -335,6 +336,10 @@ class PipelineKubeflowParams(Strict):
     workspace_path: str = Field("/workspace", description="where pods and the flow mount it")
     config_map: str | None = Field("emoflow-config", description="settings as env; null: none")
     backoff_limit: int = Field(3, ge=0, description="job restarts; each resumes its checkpoint")
+    start_timeout_min: float = Field(
+        30.0, gt=0.0, description="minutes the pods may stay pending before the job is deleted"
+    )
+    ttl_h: float = Field(72.0, gt=0.0, description="hours a finished job and its logs are kept")
     poll_s: float = Field(15.0, gt=0.0, description="seconds between status reads")
 
 

@@ -117,7 +117,8 @@ def test_training_job_runs_emoflow_train_under_torchrun() -> None:
     pod = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["command"] == ["torchrun"]
-    assert container["args"][:3] == ["-m", "emoflow.cli", "train"]
+    assert container["args"][1:4] == ["-m", "emoflow.cli", "train"]
+    assert container["args"][0] == f"--nproc-per-node={job['spec']['nprocPerNode']}"
     assert "nvidia.com/gpu" in container["resources"]["limits"]
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
               if "persistentVolumeClaim" in v]  # fmt: skip

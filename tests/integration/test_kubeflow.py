@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,16 @@ class StandIn:
             return e.code, json.loads(e.read())
 
 
+    def create(self, job: dict) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/apis/kubeflow.org/v1/namespaces/"
+            f"{job['metadata']['namespace']}/pytorchjobs", data=json.dumps(job).encode(),
+            method="POST", headers={"Authorization": f"Bearer {TOKEN}",
+                                    "Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+
+
 def write_kubeconfig(path: Path, port: int, token: str = TOKEN) -> Path:
     """A kubeconfig with one context: the stand-in's URL and a bearer token."""
     path.write_text(yaml.safe_dump({
@@ -58,11 +69,13 @@ def write_kubeconfig(path: Path, port: int, token: str = TOKEN) -> Path:
     return path
 
 
-def start_standin(workspace: Path, logs: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """``tests/kube_standin.py`` on a free port, once it answers."""
+def start_standin(workspace: Path, logs: Path, *extra: str, mount: str = "/workspace"
+                  ) -> tuple[subprocess.Popen, int]:  # fmt: skip
+    """``tests/kube_standin.py`` on a free port, once it answers; the pods' volume at ``mount``
+    is the folder ``workspace``."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests/kube_standin.py"), "--port",
-                             str(port), "--token", TOKEN, "--mount", f"/workspace={workspace}",
+                             str(port), "--token", TOKEN, "--mount", f"{mount}={workspace}",
                              "--logs", str(logs), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 30
@@ -105,25 +118,37 @@ def _job(name: str, code: str, nodes: int = 1, labels: dict | None = None) -> di
 def test_the_committed_pytorchjob_is_the_flows_rendering_of_params_yaml() -> None:
     cfg = load_params(ROOT / "params.yaml").pipeline.kubeflow
     job = kubeflow.render_job("fan", cfg, kubeflow.stage_command(ROOT / "dvc.yaml", "fan"))
-    committed = yaml.safe_load((ROOT / "infra/training/pytorchjob.yaml").read_text())
-    assert committed == job, ("regenerate it: .venv/bin/python -m emoflow.orchestration.kubeflow "
-                              "--model fan > infra/training/pytorchjob.yaml (keep the header)")
+    committed = (ROOT / "infra/training/pytorchjob.yaml").read_text()
+    assert yaml.safe_load(committed) == job
+    cmd = [sys.executable, "-m", "emoflow.orchestration.kubeflow", "--model", "fan"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert committed == done.stdout, ("regenerate it: .venv/bin/python -m "
+                                      "emoflow.orchestration.kubeflow --model fan > "
+                                      "infra/training/pytorchjob.yaml")  # fmt: skip
 
 
 def test_the_job_runs_the_train_stage_under_torchrun_on_n_nodes_by_m_gpus() -> None:
     cfg = PipelineKubeflowParams(nodes=3, gpus_per_node=8, image="reg.example/emoflow:gpu")
     cmd = kubeflow.stage_command(ROOT / "dvc.yaml", "deep_emotion")
     assert cmd[:4] == ["emoflow", "train", "--model", "deep_emotion"]
-    job = kubeflow.render_job("deep_emotion", cfg, cmd, name=kubeflow.job_name("deep_emotion",
-                                                                                "9F3A-77c2-e1"))
-    assert job["metadata"]["name"] == "emoflow-train-deep-emotion-9f3a77c2"
+    # uuid7 ids of runs a scheduler made together share their leading digits
+    names = {kubeflow.job_name("deep_emotion", f"019ac3f1-7e2a-7{n:03x}-8000-00000000000{n}")
+             for n in range(3)}  # fmt: skip
+    assert len(names) == 3
+    assert all(re.fullmatch(r"emoflow-train-deep-emotion-[0-9a-f]{10}", n) for n in names)
+    job = kubeflow.render_job("deep_emotion", cfg, cmd, name=min(names))
     spec = job["spec"]
     assert spec["nprocPerNode"] == "8" and spec["pytorchReplicaSpecs"]["Worker"]["replicas"] == 3
     assert spec["elasticPolicy"] == {"rdzvBackend": "c10d", "minReplicas": 3, "maxReplicas": 3,
                                      "maxRestarts": 3}  # fmt: skip
     pod = spec["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert [*c["command"], *c["args"]] == ["torchrun", "-m", "emoflow.cli", *cmd[1:]]
+    assert [*c["command"], *c["args"]] == ["torchrun", "--nproc-per-node=8", "-m", "emoflow.cli",
+                                           *cmd[1:]]  # fmt: skip
+    assert pod == job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+    template = spec["pytorchReplicaSpecs"]["Worker"]["template"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "emoflow-train"
+    assert spec["runPolicy"]["ttlSecondsAfterFinished"] == int(cfg.ttl_h * 3600)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "8" and c["image"] == cfg.image
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "emoflow-workspace"
     cpu = kubeflow.render_job("fan", PipelineKubeflowParams(gpus_per_node=0), cmd)
@@ -181,7 +206,7 @@ def test_a_failed_job_raises_with_the_operators_reason(standin: StandIn) -> None
 def test_a_job_past_its_time_is_deleted_and_its_pods_stopped(standin: StandIn) -> None:
     code = "import time, pathlib; pathlib.Path('started').touch(); time.sleep(120)"
     events: list[str] = []
-    with pytest.raises(kubeflow.JobFailed, match="did not finish in 2 s; deleted it"):
+    with pytest.raises(kubeflow.JobFailed, match="did not finish in 2 s"):
         kubeflow.run_job(_job("slow-job", code), 2, 0.2, events.append)
     assert (standin.workspace / "started").exists()
     assert standin.get("emoflow", "slow-job")[0] == 404
@@ -200,6 +225,76 @@ def test_a_resubmission_of_the_same_run_follows_the_job_and_another_run_is_refus
     other = _job("same-name", code, labels={"emoflow.flow-run": "run-2"})
     with pytest.raises(kubeflow.JobFailed, match=r"belongs to another run.*HTTP 409"):
         kubeflow.run_job(other, 60, 0.2, lambda _: None)
+
+
+def test_a_flow_retried_after_its_job_failed_submits_it_again(standin: StandIn) -> None:
+    labels = {"emoflow.flow-run": "run-1"}
+    with pytest.raises(kubeflow.JobFailed, match="PyTorchJobFailed"):
+        kubeflow.run_job(_job("retried", "raise SystemExit(1)", labels=labels), 60, 0.2,
+                         lambda _: None)  # fmt: skip
+    events: list[str] = []
+    done = kubeflow.run_job(_job("retried", "pass", labels=labels), 60, 0.2, events.append)
+    assert "had failed" in events[0] and "submitting it again" in events[0]
+    assert "submitted" in events[1]
+    assert kubeflow.final_condition(done)["type"] == "Succeeded"
+
+
+def test_another_runs_unfinished_job_of_the_model_is_not_joined(standin: StandIn) -> None:
+    other = _job("other-run", "import time; time.sleep(120)", labels={"emoflow.flow-run": "a"})
+    assert standin.create(other) == 201
+    mine = _job("this-run", "pass", labels={"emoflow.flow-run": "b"})
+    with pytest.raises(kubeflow.JobFailed, match="other-run still trains this model") as err:
+        kubeflow.run_job(mine, 60, 0.2, lambda _: None)
+    assert not err.value.transient
+    assert standin.get("emoflow", "this-run")[0] == 404  # nothing was submitted
+    assert standin.get("emoflow", "other-run")[0] == 200  # nor the other one touched
+
+
+def test_pods_that_never_start_fail_the_job_after_the_start_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    proc, port = start_standin(tmp_path, tmp_path / "pods", "--pending")
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", port)))
+        events: list[str] = []
+        with pytest.raises(kubeflow.JobFailed, match=r"did not start in 1 s.*describe pods"):
+            kubeflow.run_job(_job("pending", "pass"), 60, 0.2, events.append, start_timeout_s=1)
+        assert StandIn(port, tmp_path, tmp_path).get("emoflow", "pending")[0] == 404
+        assert events[-1].endswith("deleted")
+    finally:
+        stop_tree(proc.pid, grace_s=5)
+
+
+def test_reads_that_fail_for_a_while_are_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    proc, port = start_standin(tmp_path, tmp_path / "pods", "--failing-reads", "3")
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", port)))
+        events: list[str] = []
+        done = kubeflow.run_job(_job("flaky", "import time; time.sleep(1)"), 60, 0.1,
+                                events.append)  # fmt: skip
+        assert kubeflow.final_condition(done)["type"] == "Succeeded"
+        assert sum("HTTP 503" in e and "trying again" in e for e in events) == 3
+    finally:
+        stop_tree(proc.pid, grace_s=5)
+
+
+def test_the_flow_trains_on_the_cluster_only_in_the_pods_workspace(tmp_path: Path) -> None:
+    cfg = PipelineKubeflowParams(workspace_path=str(tmp_path))
+    kubeflow.check_workspace(tmp_path, cfg)
+    with pytest.raises(InputError, match=r"workspace_path is /workspace but the flow runs in"):
+        kubeflow.check_workspace(tmp_path, PipelineKubeflowParams())
+    model = tmp_path / "models/fan/model.pt"
+    with pytest.raises(kubeflow.JobFailed, match=r"model\.pt is missing"):
+        kubeflow.check_trained(tmp_path, "fan", None, "j")
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"old")
+    before = kubeflow.model_hash(tmp_path, "fan")
+    with pytest.raises(kubeflow.JobFailed, match="is the one from before the job"):
+        kubeflow.check_trained(tmp_path, "fan", before, "j")
+    model.write_bytes(b"new")
+    kubeflow.check_trained(tmp_path, "fan", before, "j")
 
 
 def test_api_errors_say_what_is_wrong_and_whether_a_retry_may_help(
@@ -250,6 +345,8 @@ def test_a_flow_stopped_while_it_waits_deletes_its_job(standin: StandIn, tmp_pat
         "from emoflow.orchestration import kubeflow\n"
         "def stop(*_):\n    raise SystemExit(143)\n"
         "signal.signal(signal.SIGTERM, stop)\n"
+        # a shell's background job starts with SIGINT ignored (CI); a terminal's Ctrl-C is not
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"kubeflow.run_job(json.loads({json.dumps(json.dumps(job))}), 300, 0.2,\n"
         "                 lambda e: print(e, flush=True))\n")  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,

@@ -182,11 +182,13 @@ def test_train_on_kubeflow_runs_a_pytorchjob_and_records_its_model(
     params = yaml.safe_load(before)
     params["train"]["deep_emotion"]["dropout"] = 0.4  # train@deep_emotion is stale now
     params["pipeline"]["train_on"] = "kubeflow"
-    params["pipeline"]["kubeflow"] = {"nodes": 2, "gpus_per_node": 0, "poll_s": 1}
+    # The flow runs in the repository, which is the pods' workspace volume too.
+    params["pipeline"]["kubeflow"] = {"nodes": 2, "gpus_per_node": 0, "poll_s": 1,
+                                      "workspace_path": str(repo)}  # fmt: skip
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     model = repo / "models/deep_emotion/model.pt"
     trained, versions = model.stat().st_mtime_ns, _versions(repo, "emoflow-deep-emotion")
-    proc, port = start_standin(repo, tmp_path / "pods")
+    proc, port = start_standin(repo, tmp_path / "pods", mount=str(repo))
     try:
         kube_env = env | {"KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", port))}
         done = _flow(repo, kube_env, "--models", "deep_emotion", "fan")
@@ -204,7 +206,10 @@ def test_train_on_kubeflow_runs_a_pytorchjob_and_records_its_model(
     assert train["jobs"]["fan"] == {"ran": [], "job": None}  # up to date: nothing submitted
     pods = sorted((tmp_path / "pods").glob(f"emoflow.{job['job']}.worker-*.log"))
     assert len(pods) == 2, pods
-    assert "epoch 1/1" in pods[0].read_text() + pods[1].read_text()
+    pod_logs = pods[0].read_text() + pods[1].read_text()
+    assert "epoch 1/1" in pod_logs
+    # one process group across the two pods: torchrun's c10d rendezvous joined them
+    assert "process 1 of 2" in pod_logs and "process 2 of 2" in pod_logs, pod_logs[-3000:]
     assert "submitted: 2 node(s) × 1 process(es)" in log
     assert model.stat().st_mtime_ns != trained
     assert "up to date" in _run(repo, "dvc", "status")  # the lock holds the job's model

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import hashlib
 import os
-import re
 import shlex
 import sys
 import time
@@ -33,6 +32,8 @@ from emoflow.errors import EmoflowError, InputError
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 CONTAINER = "pytorch"  # the operator finds the training container by this name
+TRAIN_APP = "emoflow-train"  # the jobs' and their pods' app.kubernetes.io/name
+RUN_LABEL = "emoflow.flow-run"
 _FINAL = ("Succeeded", "Failed")
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_READ_FAILURES = 20  # status reads in a row that may fail (API server restarts) before giving up
@@ -41,9 +42,10 @@ MAX_READ_FAILURES = 20  # status reads in a row that may fail (API server restar
 class JobFailed(EmoflowError):
     """The PyTorchJob ended Failed, ran out of time or could not be submitted."""
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, ended: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.ended = ended  # the operator ended the job: it stays, with its pods' logs
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -67,8 +69,11 @@ def stage_command(dvc_yaml: Path, model: str) -> list[str]:
 
 
 def job_name(model: str, run_id: str | None = None) -> str:
-    """``emoflow-train-<model>[-<run>]``: a DNS-1123 name (``deep_emotion`` → ``deep-emotion``)."""
-    suffix = re.sub(r"[^a-z0-9]", "", (run_id or "").lower())[:8]
+    """``emoflow-train-<model>[-<hash>]``, a DNS-1123 name (``deep_emotion`` → ``deep-emotion``).
+
+    The suffix hashes the whole flow-run id: Prefect's ids are uuid7, whose leading digits are a
+    timestamp shared by the runs a scheduler makes together."""
+    suffix = hashlib.sha256(run_id.encode()).hexdigest()[:10] if run_id else ""
     return "-".join(p for p in ("emoflow-train", model.replace("_", "-"), suffix) if p)
 
 
@@ -77,11 +82,14 @@ def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
                ) -> dict[str, Any]:  # fmt: skip
     """The PyTorchJob that runs ``command`` (the train stage's ``emoflow train …``) under torchrun.
 
-    The operator starts ``cfg.nodes`` Worker pods and sets torchrun's ``PET_NNODES``,
-    ``PET_NPROC_PER_NODE`` and the c10d rendezvous (``PET_RDZV_*``); each pod's torchrun starts
-    one process per GPU and emoflow's trainer joins the process group it prepared.
+    The operator starts ``cfg.nodes`` Worker pods and sets torchrun's ``PET_NNODES`` and the c10d
+    rendezvous (``PET_RDZV_*``); each pod's torchrun starts one process per GPU
+    (``--nproc-per-node`` is passed, not left to the operator: before v1.8 it set it only for
+    jobs with a Master) and emoflow's trainer joins the process group it prepared.
     """
     gpus = cfg.gpus_per_node
+    procs = gpus or 1
+    job_labels = {"app.kubernetes.io/name": TRAIN_APP, "emoflow.model": model, **(labels or {})}
     resources: dict[str, Any] = {"requests": {"cpu": cfg.cpu, "memory": cfg.memory},
                                  "limits": {"memory": cfg.memory}}  # fmt: skip
     pod: dict[str, Any] = {"securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
@@ -92,7 +100,8 @@ def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
                                "effect": "NoSchedule"}]  # fmt: skip
     container: dict[str, Any] = {
         "name": CONTAINER, "image": cfg.image, "workingDir": cfg.workspace_path,
-        "command": ["torchrun"], "args": ["-m", "emoflow.cli", *command[1:]],
+        "command": ["torchrun"],
+        "args": [f"--nproc-per-node={procs}", "-m", "emoflow.cli", *command[1:]],
         "env": [{"name": "NCCL_DEBUG", "value": "WARN"}],
         "resources": resources,
         "volumeMounts": [{"name": "workspace", "mountPath": cfg.workspace_path},
@@ -109,16 +118,24 @@ def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name or job_name(model), "namespace": cfg.namespace,
-                     "labels": {"app.kubernetes.io/name": "emoflow-train", "emoflow.model": model,
-                                **(labels or {})}},
+                     "labels": job_labels},
         "spec": {
-            # a failed pod restarts the job; rank 0's checkpoints make it resume, not start over
-            "runPolicy": {"backoffLimit": cfg.backoff_limit, "cleanPodPolicy": "Running"},
+            # backoffLimit: pods restarted after a failure resume from rank 0's checkpoints.
+            # cleanPodPolicy None: an elastic job is Succeeded when its first pod is; no pod is
+            # stopped early (the trainer's last barrier makes every rank wait for rank 0 anyway).
+            # The finished job and its pod logs stay for ttl_h, then the cluster removes them.
+            "runPolicy": {"backoffLimit": cfg.backoff_limit, "cleanPodPolicy": "None",
+                          "ttlSecondsAfterFinished": int(cfg.ttl_h * 3600)},
             "elasticPolicy": {"rdzvBackend": "c10d", "minReplicas": cfg.nodes,
                               "maxReplicas": cfg.nodes, "maxRestarts": cfg.backoff_limit},
-            "nprocPerNode": str(gpus or 1),
-            "pytorchReplicaSpecs": {"Worker": {"replicas": cfg.nodes, "restartPolicy": "OnFailure",
-                                               "template": {"spec": pod}}},
+            "nprocPerNode": str(procs),
+            "pytorchReplicaSpecs": {"Worker": {
+                "replicas": cfg.nodes, "restartPolicy": "OnFailure",
+                # the pods' label lets them reach each other through the namespace's
+                # default-deny NetworkPolicy (infra/base/networkpolicy.yaml)
+                "template": {"metadata": {"labels": {"app.kubernetes.io/name": TRAIN_APP,
+                                                     "emoflow.model": model}},
+                             "spec": pod}}},
         },
     }  # fmt: skip
 
@@ -140,6 +157,10 @@ def final_condition(job: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _started(job: dict[str, Any]) -> bool:
+    return any(c.get("type") in ("Running", "Restarting", *_FINAL) for c in conditions(job))
+
+
 def _describe(cond: dict[str, Any]) -> str:
     words = [str(cond.get("type")), str(cond.get("reason") or ""), str(cond.get("message") or "")]
     return ": ".join(w for w in words if w)
@@ -154,112 +175,213 @@ def _api_status(exc: BaseException) -> int | None:
 
 
 def _transient(exc: BaseException) -> bool:
+    """An API server that restarts or is overloaded: a retry (or the next read) may pass."""
+    import aiohttp
+
     from emoflow.orchestration.retry import is_transient
 
     status = _api_status(exc)
-    return status in _TRANSIENT_STATUS if status else is_transient(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS
+    return isinstance(exc, aiohttp.ClientConnectionError | TimeoutError) or is_transient(exc)
 
 
 async def _client() -> Any:
-    """An API client: the pod's service account in a cluster, else ``$KUBECONFIG``/~/.kube."""
+    """An API client: ``$KUBECONFIG`` when set (as kubectl), else the pod's service account in
+    a cluster, else ~/.kube/config."""
     try:
         from kubernetes_asyncio import client, config
     except ImportError as exc:
         raise JobFailed("train_on: kubeflow needs the Kubernetes client: "
                         "pip install 'emoflow[stack]'") from exc  # fmt: skip
     conf = client.Configuration()  # its own, not the process-wide default: read it each time
+    path = os.environ.get("KUBECONFIG")  # read now: the client reads it once, at import
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if not path and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=conf)
         else:
-            # $KUBECONFIG read now: the client reads it once, at import
-            path = os.environ.get("KUBECONFIG")
             await config.load_kube_config(path, client_configuration=conf, persist_config=False)
     except (config.ConfigException, OSError) as exc:
-        raise JobFailed("no Kubernetes credentials: the flow uses its pod's service account in "
-                        f"a cluster, else $KUBECONFIG or ~/.kube/config ({exc})") from exc
+        raise JobFailed("no Kubernetes credentials: the flow uses $KUBECONFIG, else its pod's "
+                        f"service account in a cluster, else ~/.kube/config ({exc})") from exc
     return client.ApiClient(configuration=conf)
 
 
-async def _run(job: dict[str, Any], timeout_s: float, poll_s: float,
-               on_event: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
-    from kubernetes_asyncio.client import CustomObjectsApi
+class _Jobs:
+    """The PyTorchJob calls of one namespace."""
 
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        from kubernetes_asyncio.client import CustomObjectsApi
+
+        self.api = CustomObjectsApi(api_client)
+        self.ns = namespace
+
+    async def create(self, job: dict[str, Any]) -> None:
+        await self.api.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, job)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        return await self.api.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    async def list(self, selector: str) -> list[dict[str, Any]]:
+        found = await self.api.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL,
+                                                             label_selector=selector)  # fmt: skip
+        return list(found.get("items") or [])
+
+    async def delete(self, name: str) -> bool:
+        """Delete ``name`` (its pods with it); False when that failed (it is gone or the API is)."""
+        try:
+            await self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.ns, PLURAL, name, propagation_policy="Background")
+        except Exception:
+            return False
+        return True
+
+    async def gone(self, name: str, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                await self.get(name)
+            except Exception as exc:
+                if _api_status(exc) == 404:
+                    return True
+            await asyncio.sleep(1.0)
+        return False
+
+
+async def _run(job: dict[str, Any], timeout_s: float, start_timeout_s: float, poll_s: float,
+               on_event: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
     where = f"{KIND} {ns}/{name}"
     async with await _client() as api_client:
-        api = CustomObjectsApi(api_client)
-        await _submit(api, job, where, on_event)
-        deadline = time.monotonic() + timeout_s
-        seen: set[tuple[str, str]] = set()
-        failures = 0
+        jobs = _Jobs(api_client, ns)
+        submitted = False
         try:
-            while True:
-                try:
-                    current = await api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                                                     name)  # fmt: skip
-                    failures = 0
-                except Exception as exc:
-                    failures += 1
-                    if not _transient(exc) or failures >= MAX_READ_FAILURES:
-                        raise JobFailed(f"reading {where} failed: {_reason(exc)}") from exc
-                    on_event(f"reading {where} failed ({_reason(exc)}); trying again")
-                    current = {}
-                for cond in conditions(current):
-                    key = (str(cond.get("type")), str(cond.get("lastTransitionTime")))
-                    if key not in seen:
-                        seen.add(key)
-                        on_event(f"{where}: {_describe(cond)}")
-                final = final_condition(current)
-                if final is not None:
-                    if final.get("type") == "Failed":
-                        raise JobFailed(f"{where} failed: {_describe(final)}")
-                    return current
-                if time.monotonic() >= deadline:
-                    await _delete(api, ns, name, on_event)
-                    raise JobFailed(f"{where} did not finish in {timeout_s:.0f} s; deleted it")
-                await asyncio.sleep(poll_s)
-        except asyncio.CancelledError:  # the flow run was cancelled: free the GPUs
-            await _delete(api, ns, name, on_event)
+            await _refuse_others(jobs, job, where)
+            await _submit(jobs, job, where, on_event)
+            submitted = True
+            done = await _follow(jobs, name, where, timeout_s, start_timeout_s, poll_s, on_event)
+        except JobFailed as exc:
+            # A job nobody follows any more would keep training (and writing the workspace);
+            # one the flow may follow again after a retry (same name, same run) is left alone,
+            # and so is a Failed one (its pods' logs say why; ttl_h removes it).
+            if submitted and not (exc.transient or exc.ended):
+                await _stop(jobs, name, where, on_event)
             raise
+        except asyncio.CancelledError:  # the flow run was stopped: free the GPUs
+            await _stop(jobs, name, where, on_event)
+            raise
+        return done
 
 
-async def _submit(api: Any, job: dict[str, Any], where: str,
-                  on_event: Callable[[str], None]) -> None:  # fmt: skip
-    ns = job["metadata"]["namespace"]
+async def _stop(jobs: _Jobs, name: str, where: str, on_event: Callable[[str], None]) -> None:
+    if await jobs.delete(name):
+        on_event(f"{where} deleted")
+    else:
+        on_event(f"{where} could not be deleted: delete it with kubectl -n {jobs.ns} delete "
+                 f"pytorchjob {name}")  # fmt: skip
+
+
+async def _refuse_others(jobs: _Jobs, job: dict[str, Any], where: str) -> None:
+    """Another run's unfinished job of the same model writes the same models/<model>/."""
+    labels = job["metadata"]["labels"]
     try:
-        await api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job)
+        found = await jobs.list(f"emoflow.model={labels['emoflow.model']}")
+    except Exception as exc:
+        model = labels["emoflow.model"]
+        raise JobFailed(f"listing the jobs of {model} failed before submitting {where}"
+                        f"{_hint(exc)}: {_reason(exc)}", _transient(exc)) from exc  # fmt: skip
+    busy = [j["metadata"]["name"] for j in found
+            if final_condition(j) is None and j["metadata"]["name"] != job["metadata"]["name"]]
+    if busy:
+        raise JobFailed(f"not submitting {where}: {', '.join(busy)} still trains this model into "
+                        f"the same workspace; wait for it or delete it "
+                        f"(kubectl -n {jobs.ns} delete pytorchjob {busy[0]})")  # fmt: skip
+
+
+async def _submit(jobs: _Jobs, job: dict[str, Any], where: str,
+                  on_event: Callable[[str], None]) -> None:  # fmt: skip
+    name = job["metadata"]["name"]
+    try:
+        await jobs.create(job)
     except Exception as exc:
         status = _api_status(exc)
-        if status == 409 and await _same_job(api, job):
-            # A retry of a submission whose answer was lost: follow the job already there.
-            on_event(f"{where} was already submitted by this flow run: following it")
-            return
-        hint = {404: " (is the Kubeflow Training Operator installed?)",
-                409: " (a job of that name exists and belongs to another run)"}.get(status or 0, "")
-        raise JobFailed(f"submitting {where} failed{hint}: {_reason(exc)}",
+        if status == 409:
+            existing = await _same_run(jobs, job)
+            if existing is not None:
+                final = final_condition(existing)
+                if final is None or final.get("type") == "Succeeded":
+                    # A retried submission whose answer was lost, or a finished one: follow it.
+                    on_event(f"{where} was already submitted by this flow run: following it")
+                    return
+                # A flow run retried after its job failed: that job goes, a new one starts.
+                on_event(f"{where} of this flow run had failed ({_describe(final)}): "
+                         "deleting it and submitting it again")  # fmt: skip
+                if await jobs.delete(name) and await jobs.gone(name):
+                    await _submit(jobs, job, where, on_event)
+                    return
+        raise JobFailed(f"submitting {where} failed{_hint(exc)}: {_reason(exc)}",
                         _transient(exc)) from exc  # fmt: skip
     workers = job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"]
     on_event(f"{where} submitted: {workers} node(s) × {job['spec']['nprocPerNode']} process(es)")
 
 
-async def _same_job(api: Any, job: dict[str, Any]) -> bool:
+async def _same_run(jobs: _Jobs, job: dict[str, Any]) -> dict[str, Any] | None:
+    """The existing job of ``job``'s name when this flow run submitted it, else None."""
     meta = job["metadata"]
     try:
-        found = await api.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL,
-                                                       meta["name"])  # fmt: skip
+        found = await jobs.get(meta["name"])
     except Exception:
-        return False
-    key = "emoflow.flow-run"
-    theirs = ((found.get("metadata") or {}).get("labels") or {}).get(key)
-    return theirs is not None and theirs == meta.get("labels", {}).get(key)
+        return None
+    theirs = ((found.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL)
+    ours = meta.get("labels", {}).get(RUN_LABEL)
+    return found if theirs is not None and theirs == ours else None
 
 
-async def _delete(api: Any, ns: str, name: str, on_event: Callable[[str], None]) -> None:
-    with contextlib.suppress(Exception):
-        await api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
-                                                  propagation_policy="Background")  # fmt: skip
-        on_event(f"{KIND} {ns}/{name} deleted")
+async def _follow(jobs: _Jobs, name: str, where: str, timeout_s: float, start_timeout_s: float,
+                  poll_s: float, on_event: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """Read the job every ``poll_s`` until it is Succeeded (returned) or Failed (raised)."""
+    begun = time.monotonic()
+    seen: set[tuple[str, str]] = set()
+    failures = 0
+    started = False
+    while True:
+        try:
+            current = await jobs.get(name)
+            failures = 0
+        except Exception as exc:
+            failures += 1
+            transient = _transient(exc)
+            if not transient or failures >= MAX_READ_FAILURES:
+                raise JobFailed(f"reading {where} failed: {_reason(exc)}", transient) from exc
+            on_event(f"reading {where} failed ({_reason(exc)}); trying again")
+            current = {}
+        for cond in conditions(current):
+            key = (str(cond.get("type")), str(cond.get("lastTransitionTime")))
+            if key not in seen:
+                seen.add(key)
+                on_event(f"{where}: {_describe(cond)}")
+        final = final_condition(current)
+        if final is not None:
+            if final.get("type") == "Failed":
+                logs = f"kubectl -n {jobs.ns} logs -l training.kubeflow.org/job-name={name}"
+                raise JobFailed(f"{where} failed: {_describe(final)} ({logs})", ended=True)
+            return current
+        started = started or _started(current)
+        waited = time.monotonic() - begun
+        if not started and current and waited >= start_timeout_s:
+            raise JobFailed(f"{where} did not start in {start_timeout_s:.0f} s: its pods are "
+                            "pending (image pull, free GPUs, the workspace claim?): "
+                            f"kubectl -n {jobs.ns} describe pods "
+                            f"-l training.kubeflow.org/job-name={name}")  # fmt: skip
+        if waited >= timeout_s:
+            raise JobFailed(f"{where} did not finish in {timeout_s:.0f} s")
+        await asyncio.sleep(poll_s)
+
+
+def _hint(exc: BaseException) -> str:
+    return {404: " (is the Kubeflow Training Operator installed?)",
+            409: " (a job of that name exists and belongs to another run)"
+            }.get(_api_status(exc) or 0, "")  # fmt: skip
 
 
 def _reason(exc: BaseException) -> str:
@@ -270,14 +392,61 @@ def _reason(exc: BaseException) -> str:
 
 
 def run_job(job: dict[str, Any], timeout_s: float, poll_s: float,
-            on_event: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Submit ``job``, follow its conditions (each new one to ``on_event``) and return the
-    finished job; :class:`JobFailed` when it fails, cannot be submitted or runs past
-    ``timeout_s`` (then it is deleted, so its pods free their GPUs)."""
-    return asyncio.run(_run(job, timeout_s, poll_s, on_event))
+            on_event: Callable[[str], None] = print,
+            start_timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Submit ``job``, follow its conditions (each new one to ``on_event``) and return it once
+    Succeeded. :class:`JobFailed` when it fails, cannot be submitted, does not start within
+    ``start_timeout_s`` or runs past ``timeout_s``; the job is then deleted (so its pods free
+    their GPUs and stop writing the workspace), except after a transient API error, when a
+    retry of the same flow run follows it again. Another run's unfinished job of the same
+    model is refused before anything is submitted."""
+    start = timeout_s if start_timeout_s is None else min(start_timeout_s, timeout_s)
+    return asyncio.run(_run(job, timeout_s, start, poll_s, on_event))
+
+
+# --------------------------------------------------------------------------- the workspace
+
+
+def check_workspace(repo: Path, cfg: PipelineKubeflowParams) -> None:
+    """The flow must run in the folder the pods mount: else ``dvc commit`` would record files
+    the job never wrote (a flow on a laptop, the job on the cluster's volume)."""
+    if repo.resolve() != Path(cfg.workspace_path).resolve():
+        raise InputError(repo / "params.yaml", f"pipeline.kubeflow.workspace_path is "
+                         f"{cfg.workspace_path} but the flow runs in {repo.resolve()}: run it in "
+                         "the pod that mounts the workspace claim there (infra/prefect/), or set "
+                         "workspace_path to where both see it")  # fmt: skip
+
+
+def model_hash(repo: Path, model: str) -> str | None:
+    """SHA-256 of ``models/<model>/model.pt``, None when there is none."""
+    from emoflow.inference.model_dir import file_sha256
+
+    path = repo / "models" / model / "model.pt"
+    return file_sha256(path) if path.exists() else None
+
+
+def check_trained(repo: Path, model: str, before: str | None, name: str) -> None:
+    """After a Succeeded job, ``model.pt`` must be a new file: the pods wrote this workspace."""
+    after = model_hash(repo, model)
+    if after is None or after == before:
+        what = "is missing" if after is None else "is the one from before the job"
+        raise JobFailed(f"{KIND} {name} succeeded but {repo / 'models' / model / 'model.pt'} "
+                        f"{what}: do the pods mount the workspace the flow runs in?")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- command line
+
+HEADER = """\
+# `emoflow train` on N nodes × M GPUs as a Kubeflow Training Operator (v1.8+) PyTorchJob: the
+# operator starts N Worker pods and sets torchrun's PET_NNODES and c10d rendezvous (PET_RDZV_*);
+# each pod's torchrun starts M processes, one per GPU, and emoflow's trainer joins the process
+# group (nccl) torchrun prepared. Rank 0 writes the checkpoints and the model to the shared
+# workspace volume, so a restarted job resumes.
+#
+# Rendered from params.yaml's pipeline.kubeflow and dvc.yaml's train stage, as the retrain flow
+# submits it with `pipeline.train_on: kubeflow` (docs/deploy.md):
+#   .venv/bin/python -m emoflow.orchestration.kubeflow --model fan > infra/training/pytorchjob.yaml
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmoflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(yaml.safe_dump(job, sort_keys=False))
+    sys.stdout.write(HEADER + yaml.safe_dump(job, sort_keys=False))
     return 0
 
 

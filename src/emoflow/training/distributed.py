@@ -44,6 +44,12 @@ def init_distributed() -> Dist:
     return Dist(rank, world, local, device)
 
 
+def wait_for_all() -> None:
+    """A barrier of every process, when there are several."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -10,7 +10,7 @@ from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
 from emoflow.training import checkpoint as ckpt
-from emoflow.training.distributed import shutdown
+from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
 from emoflow.training.tasks import make_task
 from emoflow.training.trainer import HISTORY, train_model
@@ -37,18 +37,20 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
         with RunLogger(f"emoflow-{model_name}", run_name=f"{model_name}-{splits_dir.name}",
                        params=section, tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
-            if not result.main:
-                return
-            plot_curves(result.history, out_dir / "curves.png", title=model_name)
-            run.log_artifact(out_dir / "curves.png")
-            run.log_artifact(out_dir / HISTORY)
-            model, meta = ckpt.load_model_file(result.model_file)
-            task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
-            run.log_model(model, task.input_example())
-            if run.run_id:
-                meta["mlflow_run_id"] = run.run_id
-                ckpt.save(result.model_file, meta)
-            log.info("train: kept epoch %d (%s %.3f) in %s", result.best_epoch,
-                     params.train.select_on, result.best_score, result.model_file)  # fmt: skip
+            if result.main:
+                plot_curves(result.history, out_dir / "curves.png", title=model_name)
+                run.log_artifact(out_dir / "curves.png")
+                run.log_artifact(out_dir / HISTORY)
+                model, meta = ckpt.load_model_file(result.model_file)
+                task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+                run.log_model(model, task.input_example())
+                if run.run_id:
+                    meta["mlflow_run_id"] = run.run_id
+                    ckpt.save(result.model_file, meta)
+                log.info("train: kept epoch %d (%s %.3f) in %s", result.best_epoch,
+                         params.train.select_on, result.best_score, result.model_file)  # fmt: skip
+            # Every rank waits until rank 0 has written the model: a cluster job (an elastic
+            # PyTorchJob) counts as done when its first pod is, and the flow then records it.
+            wait_for_all()
     finally:
         shutdown()

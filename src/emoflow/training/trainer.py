@@ -181,6 +181,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                 log.info("train: already trained %d epochs: restoring the kept model", start)
     net: nn.Module = model
     if d.world > 1:
+        log.info("train: process %d of %d (%s)", d.rank + 1, d.world, d.device)
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
                                       None else None)  # fmt: skip
     loader = train_loader(SkipCorrupt(task.train_dataset(train_refs)), task.cfg.batch_size,
