@@ -142,13 +142,15 @@ def train_on_cluster(repo: Path, model: str, settings: plan.RunSettings) -> dict
         return {"ran": [], "job": None}
     cfg = settings.kubeflow
     kubeflow.check_workspace(repo, cfg)
+    run_id = str(runtime.flow_run.id)
     job = kubeflow.render_job(model, cfg, kubeflow.stage_command(repo / "dvc.yaml", model),
-                              name=kubeflow.job_name(model, str(runtime.flow_run.id)),
-                              labels={kubeflow.RUN_LABEL: str(runtime.flow_run.id)})  # fmt: skip
-    before = kubeflow.model_hash(repo, model)
+                              name=kubeflow.job_name(model, run_id),
+                              labels={kubeflow.RUN_LABEL: run_id},
+                              deadline_s=settings.timeout_h.train * HOUR,
+                              annotations={kubeflow.BEFORE: kubeflow.model_hash(repo, model) or ""})
     done = kubeflow.run_job(job, settings.timeout_h.train * HOUR, cfg.poll_s, logger.info,
                             start_timeout_s=cfg.start_timeout_min * 60)  # fmt: skip
-    kubeflow.check_trained(repo, model, before, job["metadata"]["name"])
+    kubeflow.check_trained(repo, model, done)
     committed = _dvc(repo, "commit", [target], settings.timeout_h.data)
     logger.info("%s: dvc commit recorded the job's outputs in dvc.lock", target)
     final = kubeflow.final_condition(done) or {}

@@ -83,7 +83,10 @@ class Cluster:
     def operate(self, key: tuple[str, str]) -> None:
         """The operator's part: start the Worker pods, then report how they ended."""
         ns, name = key
-        job = self.jobs[key]
+        with self.lock:
+            job = self.jobs.get(key)
+        if job is None:  # deleted right after it was created
+            return
         what = f"PyTorchJob {ns}/{name}"
         self.condition(key, "Created", "PyTorchJobCreated", f"{what} is created.")
         if self.pending:  # as pods that never get scheduled (no GPU free, an image not pulled)
@@ -113,7 +116,12 @@ class Cluster:
             pods.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
         with self.lock:
-            self.pods[key] = pods
+            deleted = key not in self.jobs
+            if not deleted:
+                self.pods[key] = pods
+        if deleted:
+            self._kill(pods)
+            return
         self.condition(key, "Running", "PyTorchJobRunning", f"{what} is running.")
         codes = self._wait(pods, any_success=bool(elastic))
         with self.lock:

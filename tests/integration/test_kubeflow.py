@@ -116,8 +116,11 @@ def _job(name: str, code: str, nodes: int = 1, labels: dict | None = None) -> di
 
 
 def test_the_committed_pytorchjob_is_the_flows_rendering_of_params_yaml() -> None:
-    cfg = load_params(ROOT / "params.yaml").pipeline.kubeflow
-    job = kubeflow.render_job("fan", cfg, kubeflow.stage_command(ROOT / "dvc.yaml", "fan"))
+    pipeline = load_params(ROOT / "params.yaml").pipeline
+    job = kubeflow.render_job("fan", pipeline.kubeflow,
+                              kubeflow.stage_command(ROOT / "dvc.yaml", "fan"),
+                              deadline_s=pipeline.timeout_h.train * 3600)  # fmt: skip
+    assert job["spec"]["runPolicy"]["activeDeadlineSeconds"] == 48 * 3600
     committed = (ROOT / "infra/training/pytorchjob.yaml").read_text()
     assert yaml.safe_load(committed) == job
     cmd = [sys.executable, "-m", "emoflow.orchestration.kubeflow", "--model", "fan"]
@@ -187,10 +190,11 @@ def test_the_command_line_prints_the_job_and_names_a_bad_params_file(tmp_path: P
 def test_a_job_is_submitted_followed_and_returned_when_it_succeeds(standin: StandIn) -> None:
     events: list[str] = []
     code = ("import os, pathlib, time; time.sleep(1); "
-            "pathlib.Path('out-' + os.environ['PET_NNODES']).write_text('ok')")
+            "pathlib.Path(f'out-{os.getpid()}').write_text(os.environ['PET_NNODES'])")
     done = kubeflow.run_job(_job("ok-job", code, nodes=2), 60, 0.2, events.append)
     assert kubeflow.final_condition(done)["type"] == "Succeeded"
-    assert (standin.workspace / "out-2:2").read_text() == "ok"  # two pods ran in the workspace
+    outs = sorted(standin.workspace.glob("out-*"))  # two pods ran in the workspace
+    assert len(outs) == 2 and {o.read_text() for o in outs} == {"2:2"}
     assert "submitted: 2 node(s) × 1 process(es)" in events[0]
     kinds = [e.split(": ")[1] for e in events[1:]]
     assert kinds == ["Created", "Running", "Succeeded"], events
@@ -286,15 +290,23 @@ def test_the_flow_trains_on_the_cluster_only_in_the_pods_workspace(tmp_path: Pat
     with pytest.raises(InputError, match=r"workspace_path is /workspace but the flow runs in"):
         kubeflow.check_workspace(tmp_path, PipelineKubeflowParams())
     model = tmp_path / "models/fan/model.pt"
+
+    def submitted_against(sha: str | None) -> dict:  # the job as the API returns it
+        return kubeflow.render_job("fan", cfg, ["emoflow", "train"], name="j",
+                                   annotations={kubeflow.BEFORE: sha or ""})  # fmt: skip
+
     with pytest.raises(kubeflow.JobFailed, match=r"model\.pt is missing"):
-        kubeflow.check_trained(tmp_path, "fan", None, "j")
+        kubeflow.check_trained(tmp_path, "fan", submitted_against(None))
     model.parent.mkdir(parents=True)
     model.write_bytes(b"old")
-    before = kubeflow.model_hash(tmp_path, "fan")
+    old = submitted_against(kubeflow.model_hash(tmp_path, "fan"))
     with pytest.raises(kubeflow.JobFailed, match="is the one from before the job"):
-        kubeflow.check_trained(tmp_path, "fan", before, "j")
+        kubeflow.check_trained(tmp_path, "fan", old)
     model.write_bytes(b"new")
-    kubeflow.check_trained(tmp_path, "fan", before, "j")
+    kubeflow.check_trained(tmp_path, "fan", old)
+    # a retry that adopts the finished job compares with the job's own annotation, not with
+    # the model.pt the job already wrote when the retry began
+    kubeflow.check_trained(tmp_path, "fan", submitted_against(None))
 
 
 def test_api_errors_say_what_is_wrong_and_whether_a_retry_may_help(

@@ -78,14 +78,17 @@ def job_name(model: str, run_id: str | None = None) -> str:
 
 
 def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
-               name: str | None = None, labels: dict[str, str] | None = None
+               name: str | None = None, labels: dict[str, str] | None = None,
+               deadline_s: float | None = None, annotations: dict[str, str] | None = None
                ) -> dict[str, Any]:  # fmt: skip
     """The PyTorchJob that runs ``command`` (the train stage's ``emoflow train …``) under torchrun.
 
     The operator starts ``cfg.nodes`` Worker pods and sets torchrun's ``PET_NNODES`` and the c10d
     rendezvous (``PET_RDZV_*``); each pod's torchrun starts one process per GPU
-    (``--nproc-per-node`` is passed, not left to the operator: before v1.8 it set it only for
-    jobs with a Master) and emoflow's trainer joins the process group it prepared.
+    (``--nproc-per-node`` is passed rather than left to the operator's ``PET_NPROC_PER_NODE``,
+    which older operators set only for jobs with a Master) and emoflow's trainer joins the
+    process group it prepared. ``deadline_s`` becomes the job's ``activeDeadlineSeconds``: the
+    cluster ends it then even when no flow follows it any more.
     """
     gpus = cfg.gpus_per_node
     procs = gpus or 1
@@ -118,14 +121,16 @@ def render_job(model: str, cfg: PipelineKubeflowParams, command: Sequence[str],
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name or job_name(model), "namespace": cfg.namespace,
-                     "labels": job_labels},
+                     "labels": job_labels, **({"annotations": annotations} if annotations else {})},
         "spec": {
             # backoffLimit: pods restarted after a failure resume from rank 0's checkpoints.
-            # cleanPodPolicy None: an elastic job is Succeeded when its first pod is; no pod is
-            # stopped early (the trainer's last barrier makes every rank wait for rank 0 anyway).
-            # The finished job and its pod logs stay for ttl_h, then the cluster removes them.
-            "runPolicy": {"backoffLimit": cfg.backoff_limit, "cleanPodPolicy": "None",
-                          "ttlSecondsAfterFinished": int(cfg.ttl_h * 3600)},
+            # cleanPodPolicy Running: pods still running when the job ends are stopped (a Failed
+            # job's restarting pods would train on). An elastic job is Succeeded when its first
+            # pod is; none is stopped early, as the trainer's last barrier makes every rank wait
+            # for rank 0's model. The job and its ended pods' logs stay ttl_h hours.
+            "runPolicy": {"backoffLimit": cfg.backoff_limit, "cleanPodPolicy": "Running",
+                          "ttlSecondsAfterFinished": int(cfg.ttl_h * 3600),
+                          **({"activeDeadlineSeconds": int(deadline_s)} if deadline_s else {})},
             "elasticPolicy": {"rdzvBackend": "c10d", "minReplicas": cfg.nodes,
                               "maxReplicas": cfg.nodes, "maxRestarts": cfg.backoff_limit},
             "nprocPerNode": str(procs),
@@ -228,12 +233,12 @@ class _Jobs:
         return list(found.get("items") or [])
 
     async def delete(self, name: str) -> bool:
-        """Delete ``name`` (its pods with it); False when that failed (it is gone or the API is)."""
+        """Delete ``name`` (its pods with it); True when it is gone, False when the API failed."""
         try:
             await self.api.delete_namespaced_custom_object(
                 GROUP, VERSION, self.ns, PLURAL, name, propagation_policy="Background")
-        except Exception:
-            return False
+        except Exception as exc:
+            return _api_status(exc) == 404
         return True
 
     async def gone(self, name: str, timeout_s: float = 60.0) -> bool:
@@ -254,21 +259,24 @@ async def _run(job: dict[str, Any], timeout_s: float, start_timeout_s: float, po
     where = f"{KIND} {ns}/{name}"
     async with await _client() as api_client:
         jobs = _Jobs(api_client, ns)
-        submitted = False
+        submitted = attempted = False
         try:
             await _refuse_others(jobs, job, where)
+            attempted = True  # from here on the job may exist, even if create's answer is lost
             await _submit(jobs, job, where, on_event)
             submitted = True
             done = await _follow(jobs, name, where, timeout_s, start_timeout_s, poll_s, on_event)
         except JobFailed as exc:
             # A job nobody follows any more would keep training (and writing the workspace);
-            # one the flow may follow again after a retry (same name, same run) is left alone,
-            # and so is a Failed one (its pods' logs say why; ttl_h removes it).
+            # one the flow may follow again after a retry (same name, same run) is left alone
+            # (its activeDeadlineSeconds still ends it), and so is a Failed one (its pods' logs
+            # say why; ttl_h removes it).
             if submitted and not (exc.transient or exc.ended):
                 await _stop(jobs, name, where, on_event)
             raise
         except asyncio.CancelledError:  # the flow run was stopped: free the GPUs
-            await _stop(jobs, name, where, on_event)
+            if attempted:
+                await _stop(jobs, name, where, on_event)
             raise
         return done
 
@@ -299,14 +307,13 @@ async def _refuse_others(jobs: _Jobs, job: dict[str, Any], where: str) -> None:
 
 
 async def _submit(jobs: _Jobs, job: dict[str, Any], where: str,
-                  on_event: Callable[[str], None]) -> None:  # fmt: skip
+                  on_event: Callable[[str], None], again: bool = True) -> None:  # fmt: skip
     name = job["metadata"]["name"]
     try:
         await jobs.create(job)
     except Exception as exc:
-        status = _api_status(exc)
-        if status == 409:
-            existing = await _same_run(jobs, job)
+        if _api_status(exc) == 409:
+            existing = await _same_run(jobs, job, where)
             if existing is not None:
                 final = final_condition(existing)
                 if final is None or final.get("type") == "Succeeded":
@@ -316,22 +323,28 @@ async def _submit(jobs: _Jobs, job: dict[str, Any], where: str,
                 # A flow run retried after its job failed: that job goes, a new one starts.
                 on_event(f"{where} of this flow run had failed ({_describe(final)}): "
                          "deleting it and submitting it again")  # fmt: skip
-                if await jobs.delete(name) and await jobs.gone(name):
-                    await _submit(jobs, job, where, on_event)
+                if again and await jobs.delete(name) and await jobs.gone(name):
+                    await _submit(jobs, job, where, on_event, again=False)
                     return
+                raise JobFailed(f"{where}: the failed job of this run could not be replaced; "
+                                f"kubectl -n {jobs.ns} delete pytorchjob {name}, then retry",
+                                transient=True) from exc  # fmt: skip
         raise JobFailed(f"submitting {where} failed{_hint(exc)}: {_reason(exc)}",
                         _transient(exc)) from exc  # fmt: skip
     workers = job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"]
     on_event(f"{where} submitted: {workers} node(s) × {job['spec']['nprocPerNode']} process(es)")
 
 
-async def _same_run(jobs: _Jobs, job: dict[str, Any]) -> dict[str, Any] | None:
+async def _same_run(jobs: _Jobs, job: dict[str, Any], where: str) -> dict[str, Any] | None:
     """The existing job of ``job``'s name when this flow run submitted it, else None."""
     meta = job["metadata"]
     try:
         found = await jobs.get(meta["name"])
-    except Exception:
-        return None
+    except Exception as exc:
+        if _api_status(exc) == 404:  # deleted since: the next try creates it
+            raise JobFailed(f"{where} was deleted while submitting it", transient=True) from exc
+        raise JobFailed(f"reading {where} after a conflict failed: {_reason(exc)}",
+                        _transient(exc)) from exc  # fmt: skip
     theirs = ((found.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL)
     ours = meta.get("labels", {}).get(RUN_LABEL)
     return found if theirs is not None and theirs == ours else None
@@ -395,10 +408,13 @@ def run_job(job: dict[str, Any], timeout_s: float, poll_s: float,
             on_event: Callable[[str], None] = print,
             start_timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Submit ``job``, follow its conditions (each new one to ``on_event``) and return it once
-    Succeeded. :class:`JobFailed` when it fails, cannot be submitted, does not start within
-    ``start_timeout_s`` or runs past ``timeout_s``; the job is then deleted (so its pods free
-    their GPUs and stop writing the workspace), except after a transient API error, when a
-    retry of the same flow run follows it again. Another run's unfinished job of the same
+    Succeeded (the job as the API has it: an adopted one carries its own annotations).
+
+    :class:`JobFailed` when it fails (the job stays, with its pods' logs), cannot be submitted,
+    does not start within ``start_timeout_s`` or runs past ``timeout_s`` (the job is deleted, so
+    its pods free their GPUs and stop writing the workspace), or when the API cannot be read
+    (``transient``: the job stays for a retry of the same flow run to follow, and its own
+    ``activeDeadlineSeconds`` ends it if none does). Another run's unfinished job of the same
     model is refused before anything is submitted."""
     start = timeout_s if start_timeout_s is None else min(start_timeout_s, timeout_s)
     return asyncio.run(_run(job, timeout_s, start, poll_s, on_event))
@@ -425,8 +441,15 @@ def model_hash(repo: Path, model: str) -> str | None:
     return file_sha256(path) if path.exists() else None
 
 
-def check_trained(repo: Path, model: str, before: str | None, name: str) -> None:
-    """After a Succeeded job, ``model.pt`` must be a new file: the pods wrote this workspace."""
+BEFORE = "emoflow/model-sha256-before"  # the job's annotation: model.pt when it was submitted
+
+
+def check_trained(repo: Path, model: str, job: dict[str, Any]) -> None:
+    """After a Succeeded job, ``model.pt`` must differ from the one the job was submitted
+    against (its annotation, so a retry that adopts a finished job compares with the right
+    file): the pods wrote this workspace."""
+    name = job["metadata"]["name"]
+    before = ((job["metadata"].get("annotations") or {}).get(BEFORE)) or None
     after = model_hash(repo, model)
     if after is None or after == before:
         what = "is missing" if after is None else "is the one from before the job"
@@ -437,7 +460,7 @@ def check_trained(repo: Path, model: str, before: str | None, name: str) -> None
 # --------------------------------------------------------------------------- command line
 
 HEADER = """\
-# `emoflow train` on N nodes × M GPUs as a Kubeflow Training Operator (v1.8+) PyTorchJob: the
+# `emoflow train` on N nodes × M GPUs as a Kubeflow Training Operator (v1) PyTorchJob: the
 # operator starts N Worker pods and sets torchrun's PET_NNODES and c10d rendezvous (PET_RDZV_*);
 # each pod's torchrun starts M processes, one per GPU, and emoflow's trainer joins the process
 # group (nccl) torchrun prepared. Rank 0 writes the checkpoints and the model to the shared
@@ -461,8 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="job name [emoflow-train-<model>]")
     args = parser.parse_args(argv)
     try:
-        cfg = load_params(args.params).pipeline.kubeflow
-        job = render_job(args.model, cfg, stage_command(args.dvc_yaml, args.model), args.name)
+        pipeline = load_params(args.params).pipeline
+        job = render_job(args.model, pipeline.kubeflow, stage_command(args.dvc_yaml, args.model),
+                         args.name, deadline_s=pipeline.timeout_h.train * 3600)  # fmt: skip
     except EmoflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
