@@ -18,6 +18,18 @@ COPY pyproject.toml docker/requirements.py ./
 RUN python3 requirements.py stack > requirements-cpu.txt \
     && python3 requirements.py stack gpu > requirements-gpu.txt
 
+# --- emoflow itself as a wheel: the runtime stages install it on top of the venv, so a change of
+# emoflow's source adds a layer of a few hundred kB, not another copy of the 8 GB venv ----------
+FROM ${PYTHON_IMAGE} AS wheel
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    python3 -m venv /tmp/build && /tmp/build/bin/pip wheel --no-deps -w /wheels .
+
 # --- the venv, built where pip and a compiler-free wheel install can run -----------------------
 FROM ${PYTHON_IMAGE} AS build-cpu
 # Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
@@ -34,10 +46,6 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/emoflow \
     && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
     && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt
-COPY pyproject.toml README.md ./
-COPY src ./src
-RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir . \
-    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
 
 # --- CPU runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
@@ -50,6 +58,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
 COPY --from=build-cpu /opt/emoflow /opt/emoflow
+# COPY, not a bind mount: Podman's layer cache keys a RUN on its text, not on a mount's content
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
 WORKDIR /app
 # The project's own files that the roles run: the stage graph and params (the worker's workspace
 # template), the flows and the service.
@@ -83,9 +96,6 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv python install 3.11.11 \
     && uv venv --python 3.11.11 /opt/emoflow \
     && uv pip install --python /opt/emoflow/bin/python -c constraints.txt -r requirements.txt
-COPY pyproject.toml README.md ./
-COPY src ./src
-RUN uv pip install --python /opt/emoflow/bin/python --no-deps .
 
 FROM ${CUDA_IMAGE} AS gpu
 LABEL org.opencontainers.image.title="emoflow" \
@@ -97,6 +107,10 @@ RUN apt-get update \
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
 COPY --from=build-gpu /opt/python /opt/python
 COPY --from=build-gpu /opt/emoflow /opt/emoflow
+COPY --from=wheel /wheels /tmp/wheels
+RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
+    uv pip install --python /opt/emoflow/bin/python --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels
 WORKDIR /app
 # The project tree (what .dockerignore lets through): the worker's workspace template, since
 # dvc.yaml's stages depend on the source files; the flows and the service code.
