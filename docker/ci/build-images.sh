@@ -10,6 +10,18 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/docker/ci/containers.conf}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 log() { echo "[build-images $(date +%T)] $*" >&2; }
 
+# The cache must never be what fails a build: a new requirements list needs ~16 GB (the venv and
+# its copy in the image). Below that, drop the dangling images (old builds and the cache with
+# them); the next build then takes its full time (~20 min) instead of failing for want of disk.
+NEED_GB="${EMOFLOW_BUILD_FREE_GB:-20}"
+store=$(podman info --format '{{.Store.GraphRoot}}')
+free_gb=$(df --output=avail -BG "$store" | tail -1 | tr -dc 0-9)
+if [ "$free_gb" -lt "$NEED_GB" ]; then
+    log "only ${free_gb} GB free under $store (< ${NEED_GB}): podman image prune (the cache goes)"
+    podman image prune -f >/dev/null
+    log "now $(df --output=avail -BG "$store" | tail -1 | tr -dc 0-9) GB free"
+fi
+
 if ! podman image exists localhost/debian:base; then
     log "Debian base (mmdebstrap --variant=minbase bookworm)"
     tmp=$(mktemp -d)
