@@ -30,8 +30,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv /tmp/build && /tmp/build/bin/pip wheel --no-deps -w /wheels .
 
-# --- the venv, built where pip and a compiler-free wheel install can run -----------------------
-FROM ${PYTHON_IMAGE} AS build-cpu
+# --- CPU runtime ----------------------------------------------------------------------------------
+# The venv is installed here, not copied from a build stage: every package is a wheel (no compiler
+# to leave behind), and a copy would write the 8 GB twice more (a layer and a temporary blob),
+# more than a CI machine's disk holds beside the previous image.
+FROM ${PYTHON_IMAGE} AS cpu
+LABEL org.opencontainers.image.title="emoflow" \
+      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
 # Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
 # mounted into the build with `-v`); unset elsewhere, pip uses PyPI alone.
 ARG PIP_EXTRA_INDEX_URL
@@ -46,22 +51,16 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/emoflow \
     && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
     && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt
-
-# --- CPU runtime ----------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS cpu
-LABEL org.opencontainers.image.title="emoflow" \
-      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
 # git: DVC's workspace is a git checkout.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
-COPY --from=build-cpu /opt/emoflow /opt/emoflow
 # COPY, not a bind mount: Podman's layer cache keys a RUN on its text, not on a mount's content
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels \
+    && rm -rf /tmp/wheels /src \
     && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
 WORKDIR /app
 # The project's own files that the roles run: the stage graph and params (the worker's workspace
@@ -86,31 +85,28 @@ CMD ["emoflow", "--help"]
 
 # --- GPU: the same venv on NVIDIA's CUDA runtime with cuDNN, plus TensorRT ----------------------
 FROM ${UV_IMAGE} AS uv
-FROM ${CUDA_IMAGE} AS build-gpu
-COPY --from=uv /uv /usr/local/bin/uv
+FROM ${CUDA_IMAGE} AS gpu
+LABEL org.opencontainers.image.title="emoflow" \
+      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CUDA, TensorRT)"
 ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy
 WORKDIR /src
 COPY constraints.txt ./
 COPY --from=requirements /src/requirements-gpu.txt ./requirements.txt
+# As in the CPU image: the venv is installed in place, in a layer of its own.
 RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
     uv python install 3.11.11 \
     && uv venv --python 3.11.11 /opt/emoflow \
     && uv pip install --python /opt/emoflow/bin/python -c constraints.txt -r requirements.txt
-
-FROM ${CUDA_IMAGE} AS gpu
-LABEL org.opencontainers.image.title="emoflow" \
-      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CUDA, TensorRT)"
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
-COPY --from=build-gpu /opt/python /opt/python
-COPY --from=build-gpu /opt/emoflow /opt/emoflow
 COPY --from=wheel /wheels /tmp/wheels
 RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
     uv pip install --python /opt/emoflow/bin/python --no-deps /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels
+    && rm -rf /tmp/wheels /src
 WORKDIR /app
 # The project tree (what .dockerignore lets through): the worker's workspace template, since
 # dvc.yaml's stages depend on the source files; the flows and the service code.
