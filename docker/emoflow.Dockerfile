@@ -60,7 +60,7 @@ RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-h
 # COPY, not a bind mount: Podman's layer cache keys a RUN on its text, not on a mount's content
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels /src \
+    && rm -rf /tmp/wheels \
     && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
 WORKDIR /app
 # The project's own files that the roles run: the stage graph and params (the worker's workspace
@@ -106,7 +106,7 @@ RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-h
 COPY --from=wheel /wheels /tmp/wheels
 RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
     uv pip install --python /opt/emoflow/bin/python --no-deps /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels /src
+    && rm -rf /tmp/wheels
 WORKDIR /app
 # The project tree (what .dockerignore lets through): the worker's workspace template, since
 # dvc.yaml's stages depend on the source files; the flows and the service code.
