@@ -35,7 +35,6 @@ CONTAINER = "pytorch"  # the operator finds the training container by this name
 TRAIN_APP = "emoflow-train"  # the jobs' and their pods' app.kubernetes.io/name
 RUN_LABEL = "emoflow.flow-run"
 _FINAL = ("Succeeded", "Failed")
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_READ_FAILURES = 20  # status reads in a row that may fail (API server restarts) before giving up
 
 
@@ -185,9 +184,6 @@ def _transient(exc: BaseException) -> bool:
 
     from emoflow.orchestration.retry import is_transient
 
-    status = _api_status(exc)
-    if status is not None:
-        return status in _TRANSIENT_STATUS
     return isinstance(exc, aiohttp.ClientConnectionError | TimeoutError) or is_transient(exc)
 
 

@@ -54,10 +54,10 @@ def _transient_one(exc: BaseException) -> bool:
 
 
 def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status of a requests/httpx/MLflow error, when it carries one."""
+    """The HTTP status of a requests/httpx/MLflow/Kubernetes-client error, when it has one."""
     response = getattr(exc, "response", None)
-    for holder in (response, exc):
-        status = getattr(holder, "status_code", None)
-        if isinstance(status, int):
+    for holder, attr in ((response, "status_code"), (exc, "status_code"), (exc, "status")):
+        status = getattr(holder, attr, None)
+        if isinstance(status, int) and not isinstance(status, bool):
             return status
     return None
