@@ -24,7 +24,8 @@ def landmarks(rgb: np.ndarray, box: Box, points: int = 68) -> dlib.full_object_d
 def chip(rgb: np.ndarray, shape: dlib.full_object_detection, size: int = 224,
          padding: float = 0.25) -> np.ndarray:  # fmt: skip
     """The aligned face: rotated upright, scaled to ``size``², box enlarged by ``padding``."""
-    return dlib.get_face_chip(rgb, shape, size=size, padding=padding)
+    # dlib takes only C-contiguous arrays (a cropped or padded-row frame is a TypeError).
+    return dlib.get_face_chip(np.ascontiguousarray(rgb), shape, size=size, padding=padding)
 
 
 def landmark_box(points: np.ndarray) -> Box:

@@ -52,6 +52,7 @@ class Detection:
     box: Box
     score: float
     detector: str
+    faces: int = 1  # how many faces the detector saw in the frame (``pick`` chose one)
 
 
 _CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
@@ -105,5 +106,5 @@ def detect(
         cands = _candidates(small, name, upsample)
         if cands:
             box, score = pick(cands, prev_small)
-            return Detection(box.scaled(1.0 / scale), score, name)
+            return Detection(box.scaled(1.0 / scale), score, name, len(cands))
     return None

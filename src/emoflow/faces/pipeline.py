@@ -9,9 +9,10 @@ a chip for every frame) and the *fast* pipeline (detection on a downscaled frame
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from emoflow.faces.budget import FallbackBudget
 from emoflow.faces.confirm import cut_distance, face_patch, similarity, thumbnail
 from emoflow.faces.detect import Box, detect
 from emoflow.faces.select import select_frames, shape_features
-from emoflow.media.video import iter_frames
+from emoflow.media.video import VideoFrames
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ClipFaces:
     chips: list[np.ndarray] = field(default_factory=list)  # aligned faces of ``selected``
     detector_calls: Counter[str] = field(default_factory=Counter)  # detector → times it ran
     dropped: int = 0  # tracked boxes refused (scene cut or the face no longer there)
+    faces_seen: int = 0  # the most faces one detection saw (the pipeline follows one: see pick)
 
     @property
     def counts(self) -> Counter[str]:
@@ -48,17 +50,33 @@ def naive_params(params: FacesParams) -> FacesParams:
     return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1, "fallback_every": 1})
 
 
+# Frames with a face are kept for their chips up to this many bytes; past it, a source that can
+# decode frames again (``VideoFrames.at``) gives the chosen ones back, so a long clip costs no
+# more memory than a short one.
+FRAME_BUDGET_BYTES = 256 * 1024 * 1024
+
+
+class Rereadable(Protocol):
+    def __iter__(self) -> Iterator[np.ndarray]: ...
+
+    def at(self, indices: Iterable[int]) -> dict[int, np.ndarray]: ...
+
+
 def process_clip(path: Path, params: FacesParams, peak: int | None = None,
                  chip_every_frame: bool = False) -> ClipFaces:  # fmt: skip
-    """Decode ``path`` once and return its landmarks, selected frames and their chips."""
-    return process_frames(iter_frames(path, rgb=True), params, peak, chip_every_frame)
+    """Decode ``path`` and return its landmarks, selected frames and their chips."""
+    return process_frames(VideoFrames(path, rgb=True), params, peak, chip_every_frame)
 
 
-def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: int | None = None,
-                   chip_every_frame: bool = False) -> ClipFaces:  # fmt: skip
-    """The pipeline over RGB frames (a decoded video, or a folder of images)."""
+def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesParams,
+                   peak: int | None = None, chip_every_frame: bool = False,
+                   budget_bytes: int = FRAME_BUDGET_BYTES) -> ClipFaces:  # fmt: skip
+    """The pipeline over RGB frames (a decoded video, or a folder of images).
+
+    Memory: frames with a face are kept for their chips while they fit ``budget_bytes``; a
+    source with ``at`` (a video file) is asked again for the chosen frames beyond that."""
     out = ClipFaces()
-    frames: dict[int, np.ndarray] = {}
+    frames = _FrameCache(budget_bytes, rereadable=callable(getattr(rgb_frames, "at", None)))
     shapes = {}
     previous: Box | None = None
     relation: tuple[float, float, float, float] | None = None
@@ -94,6 +112,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: 
             budget.ran(ran, i)
             if det is not None:
                 box, source = det.box, det.detector
+                out.faces_seen = max(out.faces_seen, det.faces)
                 reference = face_patch(rgb, box)
                 since_detection = 1
         if box is None:
@@ -108,7 +127,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: 
         out.boxes[i] = (box.left, box.top, box.right, box.bottom)
         previous = box
         shapes[i] = shape
-        frames[i] = rgb
+        frames.add(i, rgb)
     out.detector_calls = budget.calls
     ids = sorted(out.points)
     if not ids:
@@ -117,6 +136,33 @@ def process_frames(rgb_frames: Iterable[np.ndarray], params: FacesParams, peak: 
     out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
     # Aligning is the last per-frame cost: only the frames that were kept.
     keep = ids if chip_every_frame else out.selected
-    chips = {i: chip(frames[i], shapes[i], params.size, params.padding) for i in keep}
+    kept = frames.get(keep)
+    if len(kept) < len(keep):
+        kept.update(rgb_frames.at(set(keep) - set(kept)))  # type: ignore[union-attr]
+    chips = {i: chip(kept[i], shapes[i], params.size, params.padding) for i in keep}
     out.chips = [chips[i] for i in out.selected]
     return out
+
+
+class _FrameCache:
+    """Frames by index up to a byte budget; past it, a re-readable source's frames are dropped
+    (all of them: which ones selection keeps is known only at the end)."""
+
+    def __init__(self, budget_bytes: int, rereadable: bool) -> None:
+        self._frames: dict[int, np.ndarray] = {}
+        self._bytes = 0
+        self._budget = budget_bytes
+        self._rereadable = rereadable
+        self.dropped = False
+
+    def add(self, i: int, rgb: np.ndarray) -> None:
+        if self.dropped:
+            return
+        self._frames[i] = rgb
+        self._bytes += rgb.nbytes
+        if self._rereadable and self._bytes > self._budget:
+            self._frames.clear()
+            self.dropped = True
+
+    def get(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
+        return {i: self._frames[i] for i in indices if i in self._frames}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,11 +15,14 @@ from emoflow.errors import EmoflowError
 from emoflow.inference.predictor import Predictor
 from emoflow.inference.schema import ClipResult
 
+log = logging.getLogger(__name__)
+
 
 def summary_line(path: Path, r: ClipResult) -> str:
+    warnings = "".join(f"; warning: {w}" for w in r.warnings)
     return (f"{path}: {r.label} {r.confidence:.2f} (face in {r.faces_found} of "
             f"{r.frames_decoded} frames, {len(r.frames)} used; {r.model.name} on "
-            f"{r.model.backend}, {r.timings_ms.total:.0f} ms)")  # fmt: skip
+            f"{r.model.backend}, {r.timings_ms.total:.0f} ms){warnings}")  # fmt: skip
 
 
 def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = False,
@@ -33,11 +37,16 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = F
     for path in bar:
         try:
             r = predictor.predict_video(path)
-        except EmoflowError as exc:
+        except Exception as exc:  # one file's failure, a bug included, never stops the batch
             failed += 1
-            tqdm.write(f"error: {exc}", file=err)
+            if isinstance(exc, EmoflowError):
+                message = str(exc)
+            else:
+                log.error("predict: %s failed", path, exc_info=exc)
+                message = f"{path}: unexpected error ({type(exc).__name__}: {exc})"
+            tqdm.write(f"error: {message}", file=err)
             if as_json:
-                tqdm.write(json.dumps({"file": str(path), "error": str(exc)}), file=out)
+                tqdm.write(json.dumps({"file": str(path), "error": message}), file=out)
             continue
         line = json.dumps({"file": str(path), **r.model_dump(mode="json")}) if as_json else (
             summary_line(path, r))  # fmt: skip

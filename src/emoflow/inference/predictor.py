@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from emoflow.inference.backends import Backend, open_backend
 from emoflow.inference.graph import clip_inputs
 from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.schema import ClipResult, FrameResult, ModelRef, Timings
-from emoflow.media.video import iter_frames, probe
+from emoflow.media.video import DecodeLimits, VideoFrames, probe
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ class FoundFaces:
     faces_found: int
     frames_decoded: int
     timings: Timings  # decode and faces
+    faces_seen: int = 1
+    warnings: list[str] = field(default_factory=list)
 
     def result(self, scored: ClipResult) -> ClipResult:
         """The model's result on ``chips``, with the frames' places and all the timings."""
@@ -169,19 +171,32 @@ class FoundFaces:
                           total=t.decode + t.faces + scored.timings_ms.model)  # fmt: skip
         return scored.model_copy(update={"frames": frames, "faces_found": self.faces_found,
                                          "frames_decoded": self.frames_decoded,
+                                         "faces_seen": self.faces_seen,
+                                         "face_choice": FACE_CHOICE,
+                                         "warnings": [*self.warnings, *scored.warnings],
                                          "timings_ms": timings})  # fmt: skip
 
 
+# How the pipeline chooses among several faces (``faces.detect.pick``): said in every result.
+FACE_CHOICE = "largest"
+TRUNCATED_SHARE = 0.9  # fewer decoded frames than this share of the announced count: a warning
+
+
 def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
-               name: str | None = None) -> FoundFaces:  # fmt: skip
+               name: str | None = None, limits: DecodeLimits | None = None,
+               stop: Callable[[], bool] | None = None) -> FoundFaces:  # fmt: skip
     """Decode ``video`` and find, align and select its faces with ``spec``'s preprocessing.
 
-    Raises InputError for what is not a readable video, NoFaceError for too few faces."""
+    ``limits`` bound what decoding may cost (duration by the frames' timestamps, frame size);
+    ``stop`` is asked before each frame and ends the work with ``Cancelled``. Raises InputError
+    for what is not a readable video or breaks a limit, NoFaceError for too few faces."""
     t0 = time.perf_counter()
     pre = spec.preprocessing
-    with _decoded(video, fps, name) as (frames, rate, what):
+    with _decoded(video, fps, name, limits, stop) as (frames, rate, what):
         timed = _Timed(frames)
         faces = process_frames(timed, pre)
+        times = getattr(frames, "times", None)
+        announced = getattr(frames, "announced", 0)
     t1 = time.perf_counter()
     if faces.frames_decoded == 0:
         raise InputError(what, "no video frame could be decoded")
@@ -189,11 +204,25 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
         raise NoFaceError(what, len(faces.points), faces.frames_decoded, pre.min_face_frames)
     # The model learnt from chips as the faces stage stores them: JPEG at its quality.
     chips = [as_stored(c, pre.jpeg_quality, spec.grayscale) for c in faces.chips]
-    frames_out = [FrameResult(index=i, time_s=i / rate if rate else None, box=_box(faces, i),
+
+    def time_of(i: int) -> float | None:
+        if times is not None and i < len(times) and times[i] is not None:
+            return times[i]  # the frame's own timestamp: right for variable frame rates
+        return i / rate if rate else None
+
+    frames_out = [FrameResult(index=i, time_s=time_of(i), box=_box(faces, i),
                               detector=faces.sources.get(i), weight=0.0)
                   for i in faces.selected]  # fmt: skip
+    warnings = []
+    if announced and faces.frames_decoded < TRUNCATED_SHARE * announced:
+        warnings.append(f"decoded {faces.frames_decoded} of the {announced} frames the "
+                        "container announces: the file looks truncated")  # fmt: skip
+    if faces.faces_seen > 1:
+        warnings.append(f"{faces.faces_seen} faces in view: the {FACE_CHOICE} one was "
+                        "analysed, and followed while it stayed")  # fmt: skip
     timings = Timings(decode=1e3 * timed.seconds, faces=1e3 * (t1 - t0 - timed.seconds))
-    return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings)
+    return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings,
+                      faces_seen=max(faces.faces_seen, 1), warnings=warnings)  # fmt: skip
 
 
 def as_stored(chip: np.ndarray, quality: int, grayscale: bool) -> np.ndarray:
@@ -225,6 +254,7 @@ class _Timed:
     def __init__(self, items: Iterable[np.ndarray]) -> None:
         self._it = iter(items)
         self.seconds = 0.0
+        self.at = getattr(items, "at", None)  # a re-readable source stays re-readable
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
@@ -238,12 +268,14 @@ class _Timed:
 
 
 @contextmanager
-def _decoded(video: VideoInput, fps: float | None, name: str | None
+def _decoded(video: VideoInput, fps: float | None, name: str | None,
+             limits: DecodeLimits | None = None, stop: Callable[[], bool] | None = None,
              ) -> Iterator[tuple[Iterable[np.ndarray], float | None, str]]:  # fmt: skip
-    """RGB frames of ``video``, its frame rate and a name for messages."""
+    """RGB frames of ``video`` (a ``VideoFrames`` for files), its frame rate and a name."""
     if isinstance(video, (str, Path)):
+        what = name or str(video)
         info = probe(video)  # InputError: not a media file / no video stream
-        yield iter_frames(video, rgb=True), fps or info.fps or None, name or str(video)
+        yield VideoFrames(video, limits=limits, stop=stop, name=what), fps or info.fps or None, what
         return
     if isinstance(video, (bytes, bytearray, memoryview)):
         if not len(video):
@@ -256,7 +288,8 @@ def _decoded(video: VideoInput, fps: float | None, name: str | None
                 info = probe(f.name)
             except InputError as exc:
                 raise InputError(what, exc.rule) from None
-            yield _renamed(iter_frames(f.name, rgb=True), what), fps or info.fps or None, what
+            yield (VideoFrames(f.name, limits=limits, stop=stop, name=what),
+                   fps or info.fps or None, what)  # fmt: skip
         return
     frames = list(video)
     for k, f in enumerate(frames):
@@ -265,11 +298,3 @@ def _decoded(video: VideoInput, fps: float | None, name: str | None
             raise InputError(name or "<frames>", "frames must be RGB uint8 (H, W, 3) arrays",
                              f"frame {k}")  # fmt: skip
     yield frames, fps, name or "<frames>"
-
-
-def _renamed(frames: Iterator[np.ndarray], what: str) -> Iterator[np.ndarray]:
-    """Decode errors of a temp file name the upload instead."""
-    try:
-        yield from frames
-    except InputError as exc:
-        raise InputError(what, exc.rule) from None

@@ -9,7 +9,9 @@ class FrameResult(BaseModel):
     """One selected frame: where the face was and how much it weighed in the decision."""
 
     index: int = Field(description="frame index in the video (position in the list for faces)")
-    time_s: float | None = Field(None, description="index / fps; None when the fps is unknown")
+    time_s: float | None = Field(
+        None, description="the frame's presentation time from the first frame (its timestamp; "
+        "index / fps for frames without one); None when unknown")  # fmt: skip
     box: tuple[float, float, float, float] | None = Field(
         None, description="face box (x0, y0, x1, y1) in the original video's pixels"
     )
@@ -38,5 +40,12 @@ class ClipResult(BaseModel):
     frames: list[FrameResult]
     faces_found: int = Field(description="frames in which a face was found (or chips given)")
     frames_decoded: int
+    faces_seen: int = Field(1, description="the most faces seen in one frame; one is analysed")
+    face_choice: str | None = Field(
+        None, description="which face is analysed when several are in view: 'largest' (the "
+        "largest, surest face at each fresh detection, then that face while it stays)")  # fmt: skip
+    warnings: list[str] = Field(
+        default_factory=list, description="what makes the answer less certain than usual "
+        "(a truncated file, several faces in view)")  # fmt: skip
     model: ModelRef
     timings_ms: Timings = Field(default_factory=Timings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +11,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from emoflow.errors import InputError
+from emoflow.errors import EmoflowError, InputError
 
 
 class MediaWriter:
@@ -91,7 +91,7 @@ class MediaWriter:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video file holds, read from its streams."""
+    """What a video file holds, read from its streams; sizes as displayed (rotation applied)."""
 
     fps: float
     frames: int
@@ -100,12 +100,15 @@ class VideoInfo:
     duration_s: float
     has_audio: bool
     sample_rate: int | None
+    rotation: int = 0  # degrees counter-clockwise the display matrix turns the coded frames
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
+        # Tags are free text from whatever wrote the file: undecodable bytes become U+FFFD
+        # instead of failing the whole file.
+        return av.open(str(path), metadata_errors="replace")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot open as a media file ({exc})") from exc
 
 
@@ -117,35 +120,187 @@ def _video_stream(container: av.container.InputContainer, path: str | Path
     return container.streams.video[0]
 
 
+def _rotation(frame: av.VideoFrame) -> int:
+    """The display matrix's rotation in quarter turns' degrees (0, 90, 180, 270)."""
+    return round((frame.rotation or 0) / 90) % 4 * 90
+
+
+def _upright(frame: av.VideoFrame, fmt: str) -> np.ndarray:
+    """The frame as a C-contiguous array, turned as the display matrix says (phones film
+    portrait video as landscape frames plus a rotation). dlib refuses arrays with padded rows,
+    which PyAV returns for widths its decoder aligns."""
+    img = frame.to_ndarray(format=fmt)
+    k = _rotation(frame) // 90
+    return np.ascontiguousarray(np.rot90(img, k) if k else img)
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Stream facts of a video file; frame count from the container (decode to be exact)."""
+    """Stream facts of a video file; frame count from the container (decode to be exact).
+
+    The first frame is decoded for its display rotation, which only frames carry."""
     with _open(path) as container:
         vs = _video_stream(container, path)
         fps = float(vs.average_rate or vs.guessed_rate or 0)
         duration = float(vs.duration * vs.time_base) if vs.duration else 0.0
         frames = vs.frames or round(duration * fps)
         audio = container.streams.audio[0] if container.streams.audio else None
+        width, height = vs.codec_context.width, vs.codec_context.height
+        rotation = _first_rotation(container, vs)
+        if rotation in (90, 270):
+            width, height = height, width
         return VideoInfo(
             fps=fps,
             frames=int(frames),
-            width=vs.codec_context.width,
-            height=vs.codec_context.height,
+            width=width,
+            height=height,
             duration_s=duration,
             has_audio=audio is not None,
             sample_rate=audio.rate if audio is not None else None,
+            rotation=rotation,
         )
 
 
+def _first_rotation(container: av.container.InputContainer, vs: av.video.stream.VideoStream
+                    ) -> int:  # fmt: skip
+    try:
+        for frame in container.decode(vs):
+            return _rotation(frame)
+    except av.error.FFmpegError:
+        pass  # undecodable: the decode itself reports it where frames are read
+    return 0
+
+
 def iter_frames(path: str | Path, rgb: bool = False) -> Iterator[np.ndarray]:
-    """Decode every video frame of ``path`` as a BGR (or RGB) uint8 array."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+    """Decode every video frame of ``path`` as an upright BGR (or RGB) uint8 array."""
+    yield from VideoFrames(path, rgb=rgb)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds checked while decoding, so that work and memory follow the limits and not what a
+    container's header claims."""
+
+    max_seconds: float | None = None  # by the frames' own timestamps
+    max_pixels: int | None = None  # width × height of any frame
+
+
+class Cancelled(EmoflowError):
+    """The caller stopped wanting the frames (its client left, or its deadline passed)."""
+
+
+class VideoFrames:
+    """The frames of one video, decoded in order, upright, with each frame's time.
+
+    Iterating decodes the file once. ``at`` decodes chosen frames again later (seeking to the
+    key frame before each), so a caller can drop frames instead of keeping a whole clip in
+    memory. ``times[i]`` is frame i's presentation time in seconds (variable frame rates
+    included), ``announced`` the frame count the container claims.
+    """
+
+    def __init__(self, path: str | Path, rgb: bool = True, limits: DecodeLimits | None = None,
+                 stop: Callable[[], bool] | None = None, name: str | None = None
+                 ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.name = name or str(path)
+        self._fmt = "rgb24" if rgb else "bgr24"
+        self.limits = limits or DecodeLimits()
+        self._stop = stop
+        self.times: list[float | None] = []
+        self._pts: list[int | None] = []
+        self._keys: list[bool] = []
+        self.announced = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.times, self._pts, self._keys = [], [], []
+        with self._open() as container:
+            stream = _video_stream(container, self.name)
+            self.announced = int(stream.frames or 0)
+            stream.thread_type = "AUTO"
+            self._check_pixels(stream.codec_context.width, stream.codec_context.height)
+            first: float | None = None
+            for frame in self._decode(container, stream):
+                if self._stop is not None and self._stop():
+                    raise Cancelled(f"{self.name}: decoding stopped by the caller")
+                self._check_pixels(frame.width, frame.height)
+                t = frame.time
+                if t is not None:
+                    first = t if first is None else first
+                    t -= first
+                    if self.limits.max_seconds is not None and t > self.limits.max_seconds:
+                        raise InputError(self.name, f"video is longer than the limit of "
+                                         f"{self.limits.max_seconds:g} s (decoded past "
+                                         f"{t:.1f} s)")  # fmt: skip
+                self.times.append(t)
+                self._pts.append(frame.pts)
+                self._keys.append(bool(frame.key_frame))
+                yield _upright(frame, self._fmt)
+
+    def at(self, indices: Iterable[int]) -> dict[int, np.ndarray]:
+        """Frames ``indices`` (of the last iteration) decoded again; by timestamp where the
+        file has distinct ones, else by decoding from the start."""
+        wanted = sorted(set(indices))
+        if not wanted:
+            return {}
+        if max(wanted) >= len(self._pts):
+            raise IndexError(f"{self.name}: frame {max(wanted)} was never decoded")
+        pts = self._pts
+        if None in pts or len(set(pts)) != len(pts):
+            return self._sequential(wanted)
+        index_of = {p: i for i, p in enumerate(pts)}
+        out: dict[int, np.ndarray] = {}
+        with self._open() as container:
+            stream = _video_stream(container, self.name)
+            stream.thread_type = "AUTO"
+            position = -1  # the index of the last frame decoded in this pass
+            frames: Iterator[av.VideoFrame] | None = None
+            for target in wanted:
+                key = max(k for k in range(target + 1) if self._keys[k] or k == 0)
+                if frames is None or not key <= position < target:
+                    # Behind the target's key frame or past the target: seek to that key frame.
+                    container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+                    frames = self._decode(container, stream)
+                    position = -1
+                for frame in frames:
+                    position = index_of.get(frame.pts, -1)
+                    if position == target:
+                        out[target] = _upright(frame, self._fmt)
+                        break
+                    if position > target:
+                        break
+                if target not in out:  # a seek that did not land where its timestamps say
+                    return self._sequential(wanted)
+        return out
+
+    def _sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        with self._open() as container:
+            stream = _video_stream(container, self.name)
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(self._decode(container, stream)):
+                if i in wanted:
+                    out[i] = _upright(frame, self._fmt)
+                if i >= wanted[-1]:
+                    break
+        return out
+
+    def _open(self) -> av.container.InputContainer:
         try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24" if rgb else "bgr24")
+            return _open(self.path)
+        except InputError as exc:  # a temp file's name means nothing to whoever sent the bytes
+            raise InputError(self.name, exc.rule.replace(str(self.path), self.name)) from None
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        limit = self.limits.max_pixels
+        if limit is not None and width * height > limit:
+            raise InputError(self.name, f"frames of {width}×{height} px are larger than the "
+                             f"limit of {limit / 1e6:g} megapixels")  # fmt: skip
+
+    def _decode(self, container: av.container.InputContainer,
+                stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:  # fmt: skip
+        try:
+            yield from container.decode(stream)
         except av.error.FFmpegError as exc:
-            raise InputError(path, f"video stream cannot be decoded ({exc})") from exc
+            raise InputError(self.name, f"video stream cannot be decoded ({exc})") from exc
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
