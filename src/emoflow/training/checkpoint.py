@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,21 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 
 def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint or model file as data: tensors and plain Python values only. A file is
+    never allowed to run code (``weights_only``), whoever registered it."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError as exc:
         raise InputError(path, "no such checkpoint") from exc
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, "refused: holds more than tensors and plain values, which "
+                         f"could run code when loaded ({first[:200]})") from None  # fmt: skip
     except Exception as exc:
         raise InputError(path, f"not a readable checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise InputError(path, f"not an emoflow checkpoint (holds a {type(state).__name__})")
+    return state
 
 
 def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
