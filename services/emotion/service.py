@@ -17,6 +17,7 @@ Settings come from ``EMOFLOW_*`` variables (``emoserve.settings``); see docs/ser
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -44,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from emoflow.inference import ClipResult, Predictor
 from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.predictor import FoundFaces
+from emoflow.media.video import Cancelled
 
 log = logging.getLogger("emoflow.service")
 # BentoML's server logging leaves the root logger at WARNING: emoflow's own INFO lines (the
@@ -116,6 +118,16 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=400)
 
 
+@app.exception_handler(Exception)
+async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    # A fault of ours still answers in the documented shape, and is counted.
+    log.error("request failed", exc_info=exc)
+    metrics.rejected("internal")
+    body = ErrorBody(error=f"internal error ({type(exc).__name__}); the service log has the "
+                     "details", reason="internal")  # fmt: skip
+    return JSONResponse(body.model_dump(), status_code=500)
+
+
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     # Starlette's own refusals (e.g. "Invalid multipart data." on a malformed body) get the same
@@ -125,7 +137,8 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
-@bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers, traffic={"timeout": 120},
+@bentoml.service(name="emoflow", workers=SETTINGS.cpu_workers,
+                 traffic={"timeout": SETTINGS.timeout_s + 30},
                  image=service_image(BUILD))  # fmt: skip
 @bentoml.asgi_app(app, path="/")
 class Emotion:
@@ -149,9 +162,36 @@ class Emotion:
             release, spec = self.holder.current()
         return spec
 
-    async def _faces(self, spec: ModelSpec, path: Path) -> FoundFaces:
-        return await anyio.to_thread.run_sync(faces_of_video, spec, path,
-                                              SETTINGS.max_duration_s, limiter=self._cpu)
+    async def _faces(self, spec: ModelSpec, path: Path, request: Request) -> FoundFaces:
+        """Faces in a worker thread that stops when the client leaves or the time is up."""
+        gone = threading.Event()
+        deadline = time.monotonic() + SETTINGS.timeout_s
+
+        def stop() -> bool:
+            return gone.is_set() or time.monotonic() > deadline
+
+        async def watch() -> None:  # the body is read: the next message is the disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            try:  # outcomes leave the group as they are (anyio would wrap them in a group)
+                outcome: FoundFaces | BaseException = await anyio.to_thread.run_sync(
+                    faces_of_video, spec, path, SETTINGS.max_duration_s, SETTINGS.max_pixels,
+                    stop, limiter=self._cpu)  # fmt: skip
+            except Exception as exc:
+                outcome = exc
+            tg.cancel_scope.cancel()
+        if isinstance(outcome, Cancelled):
+            if gone.is_set():
+                log.info("predict: the client left; its clip's analysis stopped")
+            raise Rejected(504, "timeout", f"the clip took longer than the limit of "
+                           f"{SETTINGS.timeout_s:g} s to analyse") from outcome  # fmt: skip
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def _classify(self, chips: list[np.ndarray]) -> ClipResult:
         clip = np.stack(chips)
@@ -173,19 +213,20 @@ class Emotion:
         raise AssertionError("unreachable")
 
     @app.post("/predict", response_model=ClipResult, responses=ERROR_RESPONSES)
-    async def predict(self, video: Annotated[UploadFile, File(
+    async def predict(self, request: Request, video: Annotated[UploadFile, File(
             description="a clip: mp4, mov, avi, mkv or webm")]) -> ClipResult:  # fmt: skip
         """Emotion of a video clip: label, probabilities, per-frame face box and weight."""
         t0 = time.perf_counter()
         async with saved_upload(video, SETTINGS.max_upload_bytes) as path:
             t_up = time.perf_counter()
             _, spec = self.holder.current()
-            found = await self._faces(spec, path)
+            found = await self._faces(spec, path, request)
             scored = await self._classify(found.chips)
             if scored.model.version != self.holder.current()[0].version:
                 # The model service moved to another version meanwhile: redo the faces with
                 # that version's preprocessing, so chips and model always match.
-                found = await self._faces(await self._spec_for(scored.model.version), path)
+                found = await self._faces(await self._spec_for(scored.model.version), path,
+                                          request)  # fmt: skip
                 scored = await self._classify(found.chips)
             result = found.result(scored)
         total = time.perf_counter() - t0
@@ -221,7 +262,9 @@ class Emotion:
                     reload_s=SETTINGS.reload_s, batching=SETTINGS.batching,
                     limits={"max_upload_mb": SETTINGS.max_upload_mb,
                             "max_duration_s": SETTINGS.max_duration_s,
-                            "max_faces": SETTINGS.max_faces})  # fmt: skip
+                            "max_megapixels": SETTINGS.max_megapixels,
+                            "max_faces": SETTINGS.max_faces,
+                            "timeout_s": SETTINGS.timeout_s})  # fmt: skip
 
 
 Emotion.add_asgi_middleware(Guard, api_key=SETTINGS.api_key,

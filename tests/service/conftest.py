@@ -48,6 +48,7 @@ def server(tiny_fan: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("serve")
     env = {"EMOFLOW_MODEL_DIR": str(tiny_fan), "EMOFLOW_API_KEY": API_KEY,
            "EMOFLOW_MAX_UPLOAD_MB": "1", "EMOFLOW_MAX_DURATION_S": "3",
+           "EMOFLOW_MAX_MEGAPIXELS": "1",
            "EMOFLOW_CPU_WORKERS": "2"}  # fmt: skip
     with serve(root, env) as s:
         yield s

@@ -55,7 +55,8 @@ def test_info_names_the_model_backend_and_why(server: Server) -> None:
         info = c.get("/info").json()
     assert info["model"]["name"] == "emoflow-fan" and info["model"]["backend_reason"]
     assert info["classes"] and info["preprocessing"]["size"] > 0
-    assert info["limits"] == {"max_upload_mb": 1.0, "max_duration_s": 3.0, "max_faces": 64.0}
+    assert info["limits"] == {"max_upload_mb": 1.0, "max_duration_s": 3.0, "max_megapixels": 1.0,
+                              "max_faces": 64.0, "timeout_s": 110.0}  # fmt: skip
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key"])

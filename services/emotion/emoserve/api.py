@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
@@ -18,6 +20,7 @@ from emoflow.errors import InputError
 from emoflow.inference import NoFaceError
 from emoflow.inference.model_dir import ModelSpec
 from emoflow.inference.predictor import FoundFaces, find_faces
+from emoflow.media.video import DecodeLimits, LimitError
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.upload import check_video
 
@@ -29,8 +32,12 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     413: {"model": ErrorBody, "description": "upload larger than the limit"},
     415: {"model": ErrorBody, "description": "not a video / not an image"},
-    422: {"model": ErrorBody, "description": "too long, corrupt, or no usable face"},
+    422: {"model": ErrorBody, "description": "too long, frames too large, corrupt, or no "
+          "usable face"},
+    500: {"model": ErrorBody, "description": "a fault of the service (reason internal)"},
     503: {"model": ErrorBody, "description": "model service overloaded (reason overloaded)"},
+    504: {"model": ErrorBody, "description": "the clip took longer than the service's "
+          "time limit to analyse (reason timeout)"},
 }
 
 
@@ -59,15 +66,33 @@ class Info(BaseModel):
     limits: dict[str, float]
 
 
-def faces_of_video(spec: ModelSpec, path: Path, max_duration_s: float) -> FoundFaces:
-    """Check the video, then find and align its faces as the model was trained."""
-    check_video(path, max_duration_s)
+def faces_of_video(spec: ModelSpec, path: Path, max_duration_s: float, max_pixels: int,
+                   stop: Callable[[], bool] | None = None) -> FoundFaces:  # fmt: skip
+    """Check the video, then find and align its faces as the model was trained; decoding stops
+    at the limits (whatever the headers said) and when ``stop`` says so."""
+    check_video(path, max_duration_s, max_pixels)
+    limits = DecodeLimits(max_seconds=max_duration_s, max_pixels=max_pixels)
     try:
-        return find_faces(spec, path, name="upload")
+        return find_faces(spec, path, name="upload", limits=limits, stop=stop)
     except NoFaceError as exc:
         raise Rejected(422, "no_face", str(exc)) from exc
+    except LimitError as exc:
+        reason = "too_long" if exc.limit == "duration" else "too_large_frames"
+        raise Rejected(422, reason, exc.rule) from exc
     except InputError as exc:
         raise Rejected(422, "corrupt", f"video cannot be decoded: {exc.rule}") from exc
+
+
+def _declared_size(name: str, data: bytes) -> tuple[int, int]:
+    """An image's width and height as its header declares them (nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Image.DecompressionBombError as exc:
+        raise Rejected(422, "too_large_image", f"{name}: larger than a face crop may be "
+                       f"({exc})") from exc  # fmt: skip
+    except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for what it cannot read
+        raise Rejected(415, "not_image", f"{name}: not a JPEG/PNG image") from exc
 
 
 async def read_face_uploads(files: list[UploadFile], spec: ModelSpec, max_faces: int,
@@ -107,12 +132,14 @@ def _zip_members(data: bytes, name: str, max_faces: int, limit: int) -> list[tup
 
 
 def _decode_face(name: str, data: bytes, grayscale: bool) -> np.ndarray:
+    # The size from the header first: a small PNG can declare 30000×30000 pixels (2.7 GB).
+    w, h = _declared_size(name, data)
+    if w * h > MAX_FACE_PIXELS:
+        raise Rejected(422, "too_large_image", f"{name}: {w}×{h} is larger than a face crop "
+                       "may be")  # fmt: skip
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
         raise Rejected(415, "not_image", f"{name}: not a JPEG/PNG image")
-    if img.shape[0] * img.shape[1] > MAX_FACE_PIXELS:
-        raise Rejected(422, "too_large_image", f"{name}: {img.shape[1]}×{img.shape[0]} is "
-                       "larger than a face crop may be")  # fmt: skip
     if grayscale:
         return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -10,8 +10,9 @@ class ErrorBody(BaseModel):
 
     error: str = Field(description="what was wrong, in one line")
     reason: str = Field(description="a stable code: unauthorized, too_large, too_long, "
-                        "unsupported_type, not_video, not_image, corrupt, no_face, "
-                        "too_many_faces, invalid_request, overloaded")  # fmt: skip
+                        "too_large_frames, too_large_image, unsupported_type, not_video, "
+                        "not_image, corrupt, no_face, too_many_faces, invalid_request, "
+                        "overloaded, timeout, internal")  # fmt: skip
 
 
 class Rejected(Exception):  # a response to give, not a failure of the service

@@ -6,6 +6,7 @@ mounted API alike) and can refuse a 50 MB upload from its headers instead of aft
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -37,7 +38,12 @@ async def send_error(send: Send, status: int, reason: str, message: str,
 
 
 class Guard:
-    """``Authorization: Bearer <key>`` (constant-time compare) and the upload limit."""
+    """``Authorization: Bearer <key>`` (constant-time compare) and the upload limit.
+
+    The limit holds whatever the headers say: a declared length over it is refused at once,
+    a request with both a length and chunked encoding is refused (RFC 9112 §6.3: it smuggles
+    one past the other), and the body is counted as it streams in, so a chunked or lying
+    request is cut off at the limit instead of read to its end."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_upload_bytes: int) -> None:
         self.app = app
@@ -60,17 +66,49 @@ class Guard:
                 return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             length = headers.get(b"content-length")
-            if length is not None:
-                if not length.isdigit() or int(length) > self.limit:
-                    await self._too_large(send)
-                    return
-            else:  # chunked: read up to the limit here, then replay it to the app
-                body = await _read_limited(receive, self.limit)
-                if body is None:
-                    await self._too_large(send)
-                    return
-                receive = _replay(body, receive)
+            if length is not None and b"transfer-encoding" in headers:
+                metrics.rejected("invalid_request")
+                await send_error(send, 400, "invalid_request", "Content-Length and "
+                                 "Transfer-Encoding together are not allowed",
+                                 [(b"connection", b"close")])  # fmt: skip
+                return
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                await self._too_large(send)
+                return
+            await self._counted(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app with a body that stops at the limit. Past it, reading raises, and whatever
+        the app answers then (frameworks turn a failed read into a 400) becomes the 413."""
+        size = 0
+        over = False
+        answered = False
+
+        async def counting_receive() -> Message:
+            nonlocal size, over
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                over = True
+                raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if over:
+                if message["type"] == "http.response.start" and not answered:
+                    answered = True
+                    await self._too_large(send)
+                return  # the app's own answer to the failed read is dropped
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):  # the app let the failed read through
+            await self.app(scope, counting_receive, guarded_send)
+        if over and not answered:
+            await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
         metrics.rejected("too_large")
@@ -79,31 +117,5 @@ class Guard:
                          [(b"connection", b"close")])  # fmt: skip
 
 
-async def _read_limited(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, original: Receive) -> Receive:
-    """The buffered body once, then the real channel (a later disconnect stays visible)."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return await original()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
+class _TooLarge(Exception):
+    """Raised from the body channel past the limit; the guard turns it into a 413."""

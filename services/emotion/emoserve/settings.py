@@ -26,7 +26,13 @@ class ServiceSettings(BaseModel):
     api_key: str | None = Field(None, repr=False, description="Bearer key; unset = open")
     backend: str = Field("auto", pattern="^(auto|torch|onnx|tensorrt)$")
     max_upload_mb: float = Field(50.0, gt=0)
-    max_duration_s: float = Field(30.0, gt=0)
+    max_duration_s: float = Field(30.0, gt=0, description="by the decoded frames' timestamps")
+    max_megapixels: float = Field(
+        8.3, gt=0, description="largest frame (width × height) a video or face image may "
+        "have; 8.3 = 3840×2160")  # fmt: skip
+    timeout_s: float = Field(
+        110.0, gt=0, description="a request's work stops after this (504 timeout); the "
+        "server's own timeout is 30 s longer")  # fmt: skip
     max_faces: int = Field(64, ge=1, description="face crops one /predict_faces request may hold")
     reload_s: float = Field(30.0, ge=0, description="poll the alias every N s; 0 = never")
     cpu_workers: int = Field(2, ge=1, description="processes of the decode + faces service")
@@ -45,6 +51,10 @@ class ServiceSettings(BaseModel):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:

@@ -12,11 +12,10 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import av
 from starlette.datastructures import UploadFile
 
 from emoflow.errors import InputError
-from emoflow.media.video import VideoInfo, probe
+from emoflow.media.video import LimitError, VideoInfo, demuxed_duration, probe
 from emoserve.errors import Rejected
 from emoserve.settings import VIDEO_EXTENSIONS
 
@@ -67,32 +66,23 @@ async def saved_upload(upload: UploadFile, limit: int) -> AsyncIterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_video(path: Path, max_duration_s: float) -> VideoInfo:
-    """415 for what is not a video, 422 for a video longer than the limit."""
+def check_video(path: Path, max_duration_s: float, max_pixels: int) -> VideoInfo:
+    """From the headers, before decoding: 415 for what is not a video, 422 for one longer or
+    larger than the limits. (Decoding checks both again: headers can lie.)"""
     try:
-        info = probe(path)
+        info = probe(path, max_pixels=max_pixels)
+    except LimitError as exc:
+        raise Rejected(422, "too_large_frames", exc.rule.replace(str(path), path.name)) from exc
     except InputError as exc:
         rule = exc.rule.replace(str(path), path.name)  # our temp path means nothing to a client
         raise Rejected(415, "not_video", f"not a video: {rule}") from exc
-    duration = info.duration_s or _duration_from_packets(path)
+    try:
+        duration = info.duration_s or demuxed_duration(path)
+    except InputError as exc:
+        raise Rejected(422, "corrupt", exc.rule.replace(str(path), path.name)) from exc
     if duration > max_duration_s:
         raise Rejected(422, "too_long", f"video is {duration:.1f} s long; the limit is "
                        f"{max_duration_s:g} s")  # fmt: skip
     if info.width <= 0 or info.height <= 0:
         raise Rejected(422, "corrupt", "video stream has no frame size")
     return info
-
-
-def _duration_from_packets(path: Path) -> float:
-    """The last video packet's end time, read without decoding (containers without a duration)."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            end = 0.0
-            for packet in container.demux(stream):
-                if packet.pts is not None and packet.time_base is not None:
-                    end = max(end, float((packet.pts + (packet.duration or 0))
-                                         * packet.time_base))  # fmt: skip
-            return end
-    except (av.error.FFmpegError, OSError, IndexError) as exc:
-        raise Rejected(422, "corrupt", f"video cannot be read ({exc})") from exc

@@ -134,10 +134,11 @@ def _upright(frame: av.VideoFrame, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k) if k else img)
 
 
-def probe(path: str | Path) -> VideoInfo:
+def probe(path: str | Path, max_pixels: int | None = None) -> VideoInfo:
     """Stream facts of a video file; frame count from the container (decode to be exact).
 
-    The first frame is decoded for its display rotation, which only frames carry."""
+    The first frame is decoded for its display rotation, which only frames carry; a frame
+    size over ``max_pixels`` is refused before that (LimitError)."""
     with _open(path) as container:
         vs = _video_stream(container, path)
         fps = float(vs.average_rate or vs.guessed_rate or 0)
@@ -145,6 +146,7 @@ def probe(path: str | Path) -> VideoInfo:
         frames = vs.frames or round(duration * fps)
         audio = container.streams.audio[0] if container.streams.audio else None
         width, height = vs.codec_context.width, vs.codec_context.height
+        check_frame_size(path, width, height, max_pixels)
         rotation = _first_rotation(container, vs)
         if rotation in (90, 270):
             width, height = height, width
@@ -170,6 +172,22 @@ def _first_rotation(container: av.container.InputContainer, vs: av.video.stream.
     return 0
 
 
+def demuxed_duration(path: str | Path) -> float:
+    """The last video packet's end time, read without decoding (containers without a duration
+    in their header)."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        end = 0.0
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    end = max(end, float((packet.pts + (packet.duration or 0))
+                                         * packet.time_base))  # fmt: skip
+        except av.error.FFmpegError as exc:
+            raise InputError(path, f"video cannot be read ({exc})") from exc
+        return end
+
+
 def iter_frames(path: str | Path, rgb: bool = False) -> Iterator[np.ndarray]:
     """Decode every video frame of ``path`` as an upright BGR (or RGB) uint8 array."""
     yield from VideoFrames(path, rgb=rgb)
@@ -186,6 +204,24 @@ class DecodeLimits:
 
 class Cancelled(EmoflowError):
     """The caller stopped wanting the frames (its client left, or its deadline passed)."""
+
+
+class LimitError(InputError):
+    """A video beyond a ``DecodeLimits`` bound; ``limit`` names it (duration, pixels)."""
+
+    def __init__(self, path: str | Path, rule: str, limit: str) -> None:
+        super().__init__(path, rule)
+        self.limit = limit
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.path, self.rule, self.limit))
+
+
+def check_frame_size(what: str | Path, width: int, height: int, max_pixels: int | None) -> None:
+    """LimitError for frames larger than ``max_pixels``: checked before a frame is decoded."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise LimitError(what, f"frames of {width}×{height} px are larger than the limit of "
+                         f"{max_pixels / 1e6:g} megapixels", "pixels")  # fmt: skip
 
 
 class VideoFrames:
@@ -227,9 +263,9 @@ class VideoFrames:
                     first = t if first is None else first
                     t -= first
                     if self.limits.max_seconds is not None and t > self.limits.max_seconds:
-                        raise InputError(self.name, f"video is longer than the limit of "
+                        raise LimitError(self.name, f"video is longer than the limit of "
                                          f"{self.limits.max_seconds:g} s (decoded past "
-                                         f"{t:.1f} s)")  # fmt: skip
+                                         f"{t:.1f} s)", "duration")  # fmt: skip
                 self.times.append(t)
                 self._pts.append(frame.pts)
                 self._keys.append(bool(frame.key_frame))
@@ -290,10 +326,7 @@ class VideoFrames:
             raise InputError(self.name, exc.rule.replace(str(self.path), self.name)) from None
 
     def _check_pixels(self, width: int, height: int) -> None:
-        limit = self.limits.max_pixels
-        if limit is not None and width * height > limit:
-            raise InputError(self.name, f"frames of {width}×{height} px are larger than the "
-                             f"limit of {limit / 1e6:g} megapixels")  # fmt: skip
+        check_frame_size(self.name, width, height, self.limits.max_pixels)
 
     def _decode(self, container: av.container.InputContainer,
                 stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:  # fmt: skip
