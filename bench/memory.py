@@ -1,10 +1,10 @@
 """Benchmark: peak memory of ``emoflow predict`` on a 6-second and a 5-minute clip.
 
-Both clips are 640×480 at 30 fps with a real photograph's face drifting across the frame; each
-is predicted by the real CLI in its own process (ONNX Runtime), and the process's peak RSS is
-read from the kernel (``wait4``). Frames are kept for their chips only up to a budget; past it
-the chosen frames are decoded again, so the long clip should cost about what the short one
-costs. Last line: `memory ratio (5 min / 6 s): <ratio>x` (target ≤ 1.2).
+Both clips are 640×480 (``--size``) at 30 fps with a real photograph's face drifting across
+the frame; each is predicted by the real CLI in its own process (ONNX Runtime), and the
+process's peak RSS is read from the kernel (``wait4``). Frames are kept for their chips only up
+to a budget; past it the chosen frames are decoded again, so the long clip should cost about
+what the short one costs. Last line: `memory ratio (5 min / 6 s): <ratio>x` (target ≤ 1.2).
 
     .venv/bin/python bench/memory.py [--minutes 5] [--models models]
 """
@@ -27,10 +27,10 @@ from infer import model_folder
 from emoflow.media.video import MediaWriter
 
 
-def clip(path: Path, seconds: float) -> Path:
-    img = cv2.resize(skimage.data.astronaut()[0:300, 80:480], (640, 480))
+def clip(path: Path, seconds: float, size: tuple[int, int]) -> Path:
+    img = cv2.resize(skimage.data.astronaut()[0:300, 80:480], size)
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    with MediaWriter(path, 30, 640, 480) as mw:
+    with MediaWriter(path, 30, *size) as mw:
         for i in range(round(30 * seconds)):
             mw.write_frame(np.roll(bgr, (i * 2) % 200 - 100, axis=1))
     return path
@@ -56,19 +56,22 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--models", type=Path, default=Path("models"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--size", default="640x480", help="WxH of both clips (the service's "
+                    "largest frame: 3840x2160)")  # fmt: skip
     args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
     emoflow = str(Path(sys.executable).with_name("emoflow"))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         folder = model_folder("fan", args.models, args.params, tmp)
         rows = {}
         for name, seconds in (("6 s", 6.0), (f"{args.minutes:g} min", 60 * args.minutes)):
-            video = clip(tmp / f"{seconds:g}.mp4", seconds)
+            video = clip(tmp / f"{seconds:g}.mp4", seconds, size)
             rss, wall, line = peak_rss_mb([emoflow, "predict", str(video), "--model-dir",
                                            str(folder), "--backend", "onnx"],
                                           tmp / "predict.log")  # fmt: skip
             rows[name] = rss
-            print(f"predict {name} ({round(30 * seconds)} frames, "
+            print(f"predict {name} {args.size} ({round(30 * seconds)} frames, "
                   f"{video.stat().st_size / 1e6:.1f} MB): peak RSS {rss:.0f} MB, "
                   f"{wall:.1f} s wall; {line.split(': ', 1)[-1]}")  # fmt: skip
     short, long = rows.values()
