@@ -242,8 +242,7 @@ class Emotion:
         _, spec = self.holder.current()
         chips = await read_face_uploads(faces, spec, SETTINGS.max_faces,
                                         SETTINGS.max_upload_bytes)  # fmt: skip
-        batch = chips if len({c.shape for c in chips}) == 1 else _same_size(chips)
-        result = await self._classify(batch)
+        result = await self._classify(chips)  # one size: the model's input size
         total = time.perf_counter() - t0
         result.timings_ms.total = 1e3 * total
         _observe("predict_faces", result, total=total)
@@ -269,14 +268,6 @@ class Emotion:
 
 Emotion.add_asgi_middleware(Guard, api_key=SETTINGS.api_key,
                             max_upload_bytes=SETTINGS.max_upload_bytes)  # fmt: skip
-
-
-def _same_size(chips: list[np.ndarray]) -> list[np.ndarray]:
-    """Crops of different sizes → the first one's size (the model resizes them anyway)."""
-    import cv2
-
-    h, w = chips[0].shape[:2]
-    return [c if c.shape[:2] == (h, w) else cv2.resize(c, (w, h)) for c in chips]
 
 
 def _observe(endpoint: str, result: ClipResult, total: float, upload: float | None = None) -> None:

@@ -113,7 +113,7 @@ async def read_face_uploads(files: list[UploadFile], spec: ModelSpec, max_faces:
             raise Rejected(422, "too_many_faces", f"more than {max_faces} face crops")
     if not blobs:
         raise Rejected(422, "no_face", "no face crops in the request")
-    return [_decode_face(name, data, spec.grayscale) for name, data in blobs]
+    return [_decode_face(name, data, spec.grayscale, spec.image_size) for name, data in blobs]
 
 
 def _zip_members(data: bytes, name: str, max_faces: int, limit: int) -> list[tuple[str, bytes]]:
@@ -131,7 +131,9 @@ def _zip_members(data: bytes, name: str, max_faces: int, limit: int) -> list[tup
         raise Rejected(422, "corrupt", f"{name}: unreadable zip ({exc})") from exc
 
 
-def _decode_face(name: str, data: bytes, grayscale: bool) -> np.ndarray:
+def _decode_face(name: str, data: bytes, grayscale: bool, size: int) -> np.ndarray:
+    """The crop at the model's input size, as the datasets resize (``to_uint8``): memory stays
+    that of one decoded image, however many crops a request holds."""
     # The size from the header first: a small PNG can declare 30000×30000 pixels (2.7 GB).
     w, h = _declared_size(name, data)
     if w * h > MAX_FACE_PIXELS:
@@ -140,8 +142,9 @@ def _decode_face(name: str, data: bytes, grayscale: bool) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
         raise Rejected(415, "not_image", f"{name}: not a JPEG/PNG image")
-    if grayscale:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if grayscale else cv2.COLOR_BGR2RGB)
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
 
 
