@@ -135,7 +135,7 @@ def _check_split_plan(clips: list[SourceClip], params: Params, folds: int, plan:
     except InputError as exc:
         subjects = sorted({c.subject for c in clips}, key=natural_key)
         shown = ", ".join(subjects[:10]) + (", ..." if len(subjects) > 10 else "")
-        raise InputError(where, f"--folds {folds}: {exc.rule} ({finder} found {len(subjects)} "
+        raise InputError(where, f"--folds {folds}: {exc.rule} ({finder} {len(subjects)} "
                          f"subjects: {shown}); nothing imported") from None  # fmt: skip
 
 
@@ -257,8 +257,8 @@ def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOpt
             raise InputError(label_map, f"drops every one of the {len(found.clips)} clips")
     found.clips = clips = assign_ids(clips)
     plan, folds = _given_splits(clips, folds, folds_from)
-    finder = ("--subject-regex" if manifest is None and not opts.name_pattern and
-              opts.layout == "labels" else "the dataset has; it")  # fmt: skip
+    finder = ("--subject-regex found" if manifest is None and not opts.name_pattern and
+              opts.layout == "labels" else "found")  # fmt: skip
     _check_split_plan(clips, params, folds, plan, where, finder)
     classes = order_classes({c.label for c in clips}, params.classes)
     fp = static_params(params.faces, opts)

@@ -66,7 +66,11 @@ def _clip(manifest: Path, row: dict[str, str], where: str, opts: ReadOptions) ->
     if "split" in row and split not in SPLITS:
         raise InputError(manifest, f"split must be one of {', '.join(SPLITS)}; got {split!r}",
                          where)  # fmt: skip
-    name = text.rsplit(".", 1)[0] if kind != "folder" and "." in Path(text).name else text
+    # An absolute path under the manifest's folder names its clip as a relative one would.
+    name = src.relative_to(manifest.parent).as_posix() if src.is_relative_to(manifest.parent) \
+        else text  # fmt: skip
+    if kind != "folder" and "." in Path(name).name:
+        name = name.rsplit(".", 1)[0]
     if start is not None or end is not None:
         name += f"_{start or 0}-{'' if end is None else end}"
     return SourceClip(label, name, kind, paths, subject, start=start or 0, end=end, peak=peak,
@@ -88,6 +92,9 @@ def read_manifest(manifest: Path, opts: ReadOptions) -> Found:
                              f"{', '.join(REQUIRED)}[, {', '.join(OPTIONAL)}])", "row 1")
         reader.fieldnames = columns
         for n, row in enumerate(reader, start=2):
+            if None in row:  # more fields than the header names: a shifted row
+                raise InputError(manifest, f"{len(columns) + len(row[None])} fields, the header "
+                                 f"has {len(columns)}", f"row {n}")  # fmt: skip
             found.clips.append(_clip(manifest, row, f"row {n}", opts))
     if not found.clips:
         raise InputError(manifest, "the manifest lists no clips")
