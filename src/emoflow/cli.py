@@ -158,7 +158,7 @@ def import_dataset(
                                   static, importer.parse_exts(video_ext),
                                   importer.parse_exts(image_ext), layout, name_pattern)  # fmt: skip
     importer.import_dataset(root, out, load_params(params), opts, folds, manifest=manifest,
-                            label_map=label_map, folds_from=folds_from)  # fmt: skip
+                            label_map=label_map, folds_from=folds_from, keep_rows=False)
 
 
 ModelOption = typer.Option("fan", "--model", "-m", help="fan | deep_emotion")

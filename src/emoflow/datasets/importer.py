@@ -235,13 +235,15 @@ def _face_rows(clips: list[SourceClip], journal: Journal, done: int, fp: FacesPa
 
 def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOptions,
                    folds: int = 0, *, manifest: Path | None = None, label_map: Path | None = None,
-                   folds_from: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                   folds_from: Path | None = None, keep_rows: bool = True
+                   ) -> list[dict[str, Any]]:  # fmt: skip
     """Import the dataset under ``root`` (or listed in ``manifest``) into ``out``.
 
     Every clip is found, labelled and given its subject before any face work, so a bad row or
     an unmapped label fails in seconds, not after an hour of detection. With ``folds`` ≥ 2, or
     splits the dataset gives, ``out/splits/`` is written in the same step: the import is
-    complete with its splits or absent. Returns the faces.csv rows.
+    complete with its splits or absent. Returns the faces.csv rows (none without
+    ``keep_rows``: the command line does not hold a large dataset's rows for nothing).
     """
     inputs = {"root": root, "manifest": manifest, "label map": label_map, "folds": folds_from}
     check_outputs({**inputs, **params_inputs(params)}, {"out": out})
@@ -294,6 +296,6 @@ def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOpt
     except BaseException:
         journal.discard()
         raise
-    rows = list(journal.rows())
+    rows = list(journal.rows()) if keep_rows else []
     journal.finish()
     return rows

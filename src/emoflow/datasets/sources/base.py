@@ -30,7 +30,7 @@ class ReadOptions:
     image_ext: tuple[str, ...] = IMAGE_EXTS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a dataset of 100,000 clips is held in memory
 class SourceClip:
     """One clip of the dataset; ``trial_id`` is set once every clip is known.
 
