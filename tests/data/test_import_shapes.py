@@ -1,46 +1,39 @@
 """``emoflow import`` on each published shape, built here from real photographs.
 
-Faces: skimage's ``lfw_subset`` (25×25 gray faces, taken as crops) where the shape is under
-test, and matplotlib's Grace Hopper through the detector for CK+'s native tree. Every shape must
-land on the same contract: face files, faces.csv (FACES_COLUMNS), classes.txt, splits.
+The fixtures (``import_fixtures.py``, also the docs' examples): skimage's ``lfw_subset``
+(25×25 gray faces, taken as crops) where the shape is under test, and matplotlib's Grace Hopper
+through the detector for CK+'s native tree. Every shape must land on the same contract: face
+files, faces.csv (FACES_COLUMNS), classes.txt, splits.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-import skimage.data
-from test_importer import _frames, _grace, _params, _png, _rows
+from import_fixtures import (
+    JAFFE_MAP,
+    JAFFE_PATTERN,
+    RAVDESS_MAP,
+    RAVDESS_PATTERN,
+    ckplus_tree,
+    folders_tree,
+    jaffe_tree,
+    manifest_folds,
+    manifest_tree,
+    ravdess_tree,
+    subject_folds,
+    write,
+)
+from test_importer import _params, _rows
 
 from emoflow.config import load_params
 from emoflow.datasets.importer import ImportOptions, import_dataset
 from emoflow.errors import InputError
 from emoflow.faces.store import FaceClip
-from emoflow.media.video import MediaWriter
-
-LFW = (skimage.data.lfw_subset()[:100] * 255).round().astype(np.uint8)  # 25×25 gray faces
-
-
-def _mp4(path: Path, faces: list[np.ndarray], side: int = 64) -> None:
-    """A video of the given gray faces, enlarged to ``side`` (codecs want even sizes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with MediaWriter(path, fps=10, width=side, height=side, sample_rate=None) as w:
-        for f in faces:
-            w.write_frame(cv2.cvtColor(cv2.resize(f, (side, side)), cv2.COLOR_GRAY2BGR))
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def _set_of(out: Path, name: str) -> dict[str, set[str]]:
@@ -52,28 +45,15 @@ def _set_of(out: Path, name: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture()
-def manifest_tree(tmp_path: Path) -> Path:
-    """Videos, frame folders and single images of 6 subjects, listed in one TSV manifest."""
-    data = tmp_path / "data"
-    lines = ["path\tlabel\tsubject\tstart\tend\tpeak\tsplit"]
-    split = {1: "train", 2: "train", 3: "train", 4: "train", 5: "val", 6: "test"}
-    for s in range(1, 7):
-        k = 12 * s
-        _mp4(data / "videos" / f"s{s}.mp4", list(LFW[k : k + 6]))
-        for i in range(3):
-            _png(data / "frames" / f"s{s}_seq" / f"{i:03d}.png", LFW[k + 6 + i])
-        _png(data / "stills" / f"s{s}.png", LFW[k + 9])
-        lines += [f"videos/s{s}.mp4\tHappiness\tP{s}\t1\t4\t3\t{split[s]}",
-                  f"frames/s{s}_seq\tsadness\tP{s}\t\t\t\t{split[s]}",
-                  f"{data / 'stills' / f's{s}.png'}\tsurprise\tP{s}\t\t\t\t{split[s]}"]  # fmt: skip
-    return _write(data / "list.tsv", "\n".join(lines) + "\n")
+def manifest(tmp_path: Path) -> Path:
+    return manifest_tree(tmp_path / "data")
 
 
-def test_manifest_reads_videos_segments_folders_and_images(manifest_tree: Path,
+def test_manifest_reads_videos_segments_folders_and_images(manifest: Path,
                                                            tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "out"
     rows = import_dataset(None, out, load_params(_params(tmp_path, 32)),
-                          ImportOptions(cropped=True), manifest=manifest_tree)  # fmt: skip
+                          ImportOptions(cropped=True), manifest=manifest)  # fmt: skip
     assert len(rows) == 18 and not any(r["excluded"] for r in rows)
     by_id = _rows(out)
     seg, folder, still = by_id["P1_videos_s1_1-4"], by_id["P1_frames_s1_seq"], by_id["P1_stills_s1"]
@@ -107,10 +87,10 @@ def test_manifest_reads_videos_segments_folders_and_images(manifest_tree: Path,
         ("videos/s1.mp4\thappiness\tP1\t\t\t\tx", "row 3: 7 fields, the header has 6"),
     ],
 )
-def test_manifest_errors_name_the_row(manifest_tree: Path, tmp_path: Path, line: str,
+def test_manifest_errors_name_the_row(manifest: Path, tmp_path: Path, line: str,
                                       rule: str) -> None:  # fmt: skip
-    rows = manifest_tree.read_text().splitlines()
-    bad = _write(manifest_tree.with_name("bad.tsv"), "\n".join([rows[0].rsplit("\t", 1)[0],
+    rows = manifest.read_text().splitlines()
+    bad = write(manifest.with_name("bad.tsv"), "\n".join([rows[0].rsplit("\t", 1)[0],
                                                                 rows[1].rsplit("\t", 1)[0], line]))
     out = tmp_path / "out"
     with pytest.raises(InputError, match=rule) as err:
@@ -120,51 +100,28 @@ def test_manifest_errors_name_the_row(manifest_tree: Path, tmp_path: Path, line:
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_manifest_bad_split_and_missing_column(manifest_tree: Path, tmp_path: Path) -> None:
+def test_manifest_bad_split_and_missing_column(manifest: Path, tmp_path: Path) -> None:
     params, opts = load_params(_params(tmp_path, 32)), ImportOptions(cropped=True)
-    text = manifest_tree.read_text().replace("\tval\n", "\tvalidation\n", 1)
-    bad = _write(manifest_tree.with_name("bad.tsv"), text)
+    text = manifest.read_text().replace("\tval\n", "\tvalidation\n", 1)
+    bad = write(manifest.with_name("bad.tsv"), text)
     with pytest.raises(InputError, match=r"row \d+: split must be one of train, val, test; got "
                        "'validation'"):  # fmt: skip
         import_dataset(None, tmp_path / "out", params, opts, manifest=bad)
-    _write(bad, "file\tlabel\tsubject\nvideos/s1.mp4\thappiness\tP1\n")
+    write(bad, "file\tlabel\tsubject\nvideos/s1.mp4\thappiness\tP1\n")
     with pytest.raises(InputError, match=r"row 1: missing columns \['path'\]"):
         import_dataset(None, tmp_path / "out", params, opts, manifest=bad)
 
 
-RAVDESS = r"Actor_\d+/\d\d-\d\d-(?P<label>\d\d)-\d\d-\d\d-\d\d-(?P<subject>\d\d)\.mp4$"
-RAVDESS_MAP = """\
-# RAVDESS emotion codes -> the project's classes
-"01": neutral
-"02": drop        # calm: no such class
-"03": happiness
-"04": sadness
-05: anger         # unquoted: YAML reads 5, which still matches "05"
-"06": fear
-"07": disgust
-"08": surprise
-"""
-
-
 @pytest.fixture()
-def ravdess_tree(tmp_path: Path) -> Path:
-    """RAVDESS-style names: modality-channel-emotion-intensity-statement-repetition-actor."""
-    root = tmp_path / "ravdess"
-    for actor in range(1, 5):
-        for n, emotion in enumerate((1, 2, 3, 5)):
-            k = 20 * actor + 4 * n
-            _mp4(root / f"Actor_{actor:02d}" / f"02-01-{emotion:02d}-01-01-01-{actor:02d}.mp4",
-                 list(LFW[k : k + 3]))  # fmt: skip
-    _write(root / "Actor_01" / "notes.txt", "not a clip")
-    _mp4(root / "Actor_01" / "03-01-01-01-01-01-01.wav.mp4", list(LFW[:3]))  # does not match
-    return root
+def ravdess(tmp_path: Path) -> Path:
+    return ravdess_tree(tmp_path / "ravdess")
 
 
-def test_name_pattern_with_label_map(ravdess_tree: Path, tmp_path: Path) -> None:
+def test_name_pattern_with_label_map(ravdess: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    label_map = _write(tmp_path / "ravdess.yaml", RAVDESS_MAP)
-    import_dataset(ravdess_tree, out, load_params(_params(tmp_path, 32)),
-                   ImportOptions(cropped=True, name_pattern=RAVDESS), label_map=label_map)
+    label_map = write(tmp_path / "ravdess.yaml", RAVDESS_MAP)
+    import_dataset(ravdess, out, load_params(_params(tmp_path, 32)),
+                   ImportOptions(cropped=True, name_pattern=RAVDESS_PATTERN), label_map=label_map)
     rows = _rows(out)
     assert len(rows) == 12  # 16 clips, 4 calm ones dropped
     assert {r["label"] for r in rows.values()} == {"neutral", "happiness", "anger"}
@@ -176,53 +133,40 @@ def test_name_pattern_with_label_map(ravdess_tree: Path, tmp_path: Path) -> None
     assert (summary["files_ignored"], summary["files_unmatched"]) == (1, 1)
 
 
-def test_unmapped_labels_are_listed_not_dropped(ravdess_tree: Path, tmp_path: Path) -> None:
+def test_unmapped_labels_are_listed_not_dropped(ravdess: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    label_map = _write(tmp_path / "partial.yaml", '"01": neutral\n"03": happiness\n')
+    label_map = write(tmp_path / "partial.yaml", '"01": neutral\n"03": happiness\n')
     with pytest.raises(InputError, match=r"labels in the data that the map does not name: "
                        r"'02' \(4 clips\), '05' \(4 clips\)") as err:  # fmt: skip
-        import_dataset(ravdess_tree, out, load_params(_params(tmp_path, 32)),
-                       ImportOptions(cropped=True, name_pattern=RAVDESS), label_map=label_map)
+        import_dataset(ravdess, out, load_params(_params(tmp_path, 32)),
+                       ImportOptions(cropped=True, name_pattern=RAVDESS_PATTERN),
+                       label_map=label_map)  # fmt: skip
     assert err.value.path == label_map and not out.exists()
-    _write(label_map, '"01": neutral\n"02": calm\n')
+    write(label_map, '"01": neutral\n"02": calm\n')
     with pytest.raises(InputError, match=r"key '02'.*'calm', which is not one of the classes"):
-        import_dataset(ravdess_tree, out, load_params(_params(tmp_path, 32)),
-                       ImportOptions(cropped=True, name_pattern=RAVDESS), label_map=label_map)
+        import_dataset(ravdess, out, load_params(_params(tmp_path, 32)),
+                       ImportOptions(cropped=True, name_pattern=RAVDESS_PATTERN),
+                       label_map=label_map)  # fmt: skip
     with pytest.raises(InputError, match=r"named group \(\?P<subject>"):
-        import_dataset(ravdess_tree, out, load_params(_params(tmp_path, 32)),
+        import_dataset(ravdess, out, load_params(_params(tmp_path, 32)),
                        ImportOptions(cropped=True, name_pattern=r"(?P<label>\d\d)"))
 
 
 def test_name_pattern_static_images_jaffe(tmp_path: Path) -> None:
     """JAFFE: ``KA.AN1.39.tiff`` — subject, emotion and take in the name, all in one folder."""
-    root = tmp_path / "jaffe"
-    for i, (subject, code) in enumerate([("KA", "AN"), ("KA", "HA"), ("KL", "HA"), ("YM", "SU")]):
-        _png(root / f"{subject}.{code}{i % 3 + 1}.{30 + i}.tiff", LFW[i])
-    label_map = _write(tmp_path / "jaffe.yaml", "AN: anger\nHA: happiness\nSU: surprise\n")
+    root = jaffe_tree(tmp_path / "jaffe")
+    label_map = write(tmp_path / "jaffe.yaml", JAFFE_MAP)
     rows = import_dataset(root, tmp_path / "out", load_params(_params(tmp_path, 32)),
                           ImportOptions(cropped=True, static=True,
-                                        name_pattern=r"^(?P<subject>[A-Z]{2})\.(?P<label>[A-Z]{2})"),
+                                        name_pattern=JAFFE_PATTERN),
                           label_map=label_map)  # fmt: skip
     assert [(r["trial_id"], r["label"], r["frames_decoded"]) for r in rows] == [
         ("KA_AN1_30", "anger", 1), ("KA_HA2_31", "happiness", 1),
         ("KL_HA3_32", "happiness", 1), ("YM_SU1_33", "surprise", 1)]  # fmt: skip
 
 
-def _ck_tree(root: Path) -> Path:
-    """CK+ as shipped: three sequences, two with emotion files (codes written as floats)."""
-    frames = _frames(_grace(), 4)
-    for seq, (subject, n) in enumerate([("S005", "001"), ("S010", "002"), ("S011", "001")]):
-        for i, f in enumerate(frames[: 3 + seq % 2], start=1):
-            _png(root / "cohn-kanade-images" / subject / n / f"{subject}_{n}_{i:08d}.png", f)
-    _write(root / "cohn-kanade-images" / "S005" / "001" / ".DS_Store", "")
-    emotion = root / "Emotion"
-    _write(emotion / "S005" / "001" / "S005_001_00000003_emotion.txt", "   5.0000000e+00\n")
-    _write(emotion / "S010" / "002" / "S010_002_00000004_emotion.txt", "   2.0000000e+00\n")
-    return root
-
-
 def test_ckplus_native_layout(tmp_path: Path) -> None:
-    root = _ck_tree(tmp_path / "CK+")
+    root = ckplus_tree(tmp_path / "CK+")
     out = tmp_path / "out"
     import_dataset(root, out, load_params(_params(tmp_path, 48)), ImportOptions(layout="ckplus"))
     rows = _rows(out)
@@ -237,15 +181,15 @@ def test_ckplus_native_layout(tmp_path: Path) -> None:
 
 
 def test_ckplus_bad_label_files(tmp_path: Path) -> None:
-    root = _ck_tree(tmp_path / "CK+")
+    root = ckplus_tree(tmp_path / "CK+")
     params = load_params(_params(tmp_path, 48))
-    bad = _write(root / "Emotion" / "S011" / "001" / "S011_001_00000003_emotion.txt", "9.0\n")
+    bad = write(root / "Emotion" / "S011" / "001" / "S011_001_00000003_emotion.txt", "9.0\n")
     with pytest.raises(InputError, match=r"_emotion.txt:line 1: an emotion file holds one code "
                        r"0-7; got '9.0'") as err:  # fmt: skip
         import_dataset(root, tmp_path / "out", params, ImportOptions(layout="ckplus"))
     assert err.value.path == bad
     bad.unlink()
-    orphan = _write(root / "Emotion" / "S099" / "001" / "S099_001_00000003_emotion.txt", "1\n")
+    orphan = write(root / "Emotion" / "S099" / "001" / "S099_001_00000003_emotion.txt", "1\n")
     with pytest.raises(InputError, match="labels sequence S099/001, which cohn-kanade-images/"):
         import_dataset(root, tmp_path / "out", params, ImportOptions(layout="ckplus"))
     orphan.unlink()
@@ -256,23 +200,14 @@ def test_ckplus_bad_label_files(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def folders_tree(tmp_path: Path) -> Path:
-    """Label folders of 6 subjects: frame folders, prefix groups and single images together."""
-    root = tmp_path / "raw"
-    for s in range(1, 7):
-        k = 12 * s
-        for i in range(3):
-            _png(root / "fear" / f"p{s}_seq" / f"{i}.png", LFW[k + i])
-            _png(root / "anger" / f"p{s}_take_{i}.png", LFW[k + 3 + i])
-        _png(root / "anger" / f"p{s}_still.png", LFW[k + 6])  # no frame number: one image
-    return root
+def folders(tmp_path: Path) -> Path:
+    return folders_tree(tmp_path / "raw")
 
 
-def test_given_folds_by_subject(folders_tree: Path, tmp_path: Path) -> None:
-    folds = _write(tmp_path / "folds.csv", "subject,fold\n" + "".join(
-        f"p{s},{'ab'[s % 2]}\n" for s in range(1, 7)))  # fmt: skip
+def test_given_folds_by_subject(folders: Path, tmp_path: Path) -> None:
+    folds = subject_folds(tmp_path / "folds.csv")
     out = tmp_path / "out"
-    rows = import_dataset(folders_tree, out, load_params(_params(tmp_path, 32)),
+    rows = import_dataset(folders, out, load_params(_params(tmp_path, 32)),
                           ImportOptions(r"^(p\d+)_", cropped=True), folds_from=folds)
     assert len(rows) == 18 and not any(r["excluded"] for r in rows)
     assert {r["trial_id"] for r in rows if r["label"] == "anger"} >= {"p1_still", "p1_take"}
@@ -282,38 +217,43 @@ def test_given_folds_by_subject(folders_tree: Path, tmp_path: Path) -> None:
     for f in (fold_a, fold_b):
         assert not (f["train"] | f["val"]) & f["test"] and f["val"]
     with pytest.raises(InputError, match="lists 2 folds; --folds says 3"):
-        import_dataset(folders_tree, out, load_params(_params(tmp_path, 32)),
+        import_dataset(folders, out, load_params(_params(tmp_path, 32)),
                        ImportOptions(r"^(p\d+)_", cropped=True), folds=3, folds_from=folds)
-    _write(folds, "subject,fold\np1,a\np2,b\n")
+    write(folds, "subject,fold\np1,a\np2,b\n")
     with pytest.raises(InputError, match=r"12 of 18 clips are in no fold \(by subject\)"):
-        import_dataset(folders_tree, tmp_path / "out2", load_params(_params(tmp_path, 32)),
+        import_dataset(folders, tmp_path / "out2", load_params(_params(tmp_path, 32)),
                        ImportOptions(r"^(p\d+)_", cropped=True), folds_from=folds)
-    _write(folds, "subject,fold\np1,a\np1,b\n")
+    write(folds, "subject,fold\np1,a\np1,b\n")
     with pytest.raises(InputError, match=r"folds.csv:row 3: subject 'p1' is in fold a and fold b"):
-        import_dataset(folders_tree, tmp_path / "out2", load_params(_params(tmp_path, 32)),
+        import_dataset(folders, tmp_path / "out2", load_params(_params(tmp_path, 32)),
                        ImportOptions(r"^(p\d+)_", cropped=True), folds_from=folds)
     assert not (tmp_path / "out2").exists()
 
 
-def test_cli_manifest_with_folds_by_path_and_error_exit(manifest_tree: Path,
-                                                        tmp_path: Path) -> None:  # fmt: skip
-    folds = _write(manifest_tree.parent / "folds.tsv", "path\tfold\n" + "".join(
-        f"{kind}\t{s % 3}\n" for s in range(1, 7)
-        for kind in (f"videos/s{s}.mp4", f"frames/s{s}_seq", f"stills/s{s}.png")))  # fmt: skip
+def test_cli_manifest_with_folds_by_path_and_error_exit(manifest: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:  # fmt: skip
+    from emoflow.cli import run
+
+    folds = manifest_folds(manifest)
     out = tmp_path / "out"
-    base = [sys.executable, "-m", "emoflow.cli", "import", "--out", str(out), "--cropped",
-            "--params", str(_params(tmp_path, 32)), "--manifest", str(manifest_tree)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = subprocess.run([*base, "--folds-from", str(folds)], capture_output=True, text=True,
-                         env=env, check=False)  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    argv = ["emoflow", "import", "--out", str(out), "--cropped", "--params",
+            str(_params(tmp_path, 32)), "--manifest", str(manifest)]  # fmt: skip
+    # The real entry point in this process (a subprocess would only add its start-up time).
+    monkeypatch.setattr(sys, "argv", [*argv, "--folds-from", str(folds)])
+    with pytest.raises(SystemExit) as done:
+        run()
+    assert done.value.code == 0
     assert sorted(p.name for p in (out / "splits" / "folds").iterdir()) == [
         "fold_0", "fold_1", "fold_2"]  # fmt: skip
     assert {t.split("_")[0] for t in _set_of(out, "folds/fold_0")["test"]} == {"P3", "P6"}
-    bad = _write(tmp_path / "map.yaml", "happiness: joy\n")
-    run = subprocess.run([*base, "--label-map", str(bad)], capture_output=True, text=True,
-                         env=env, check=False)  # fmt: skip
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == (
+    bad = write(tmp_path / "map.yaml", "happiness: joy\n")
+    monkeypatch.setattr(sys, "argv", [*argv, "--label-map", str(bad)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as failed:
+        run()
+    assert failed.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {bad}:key 'happiness': maps to 'joy', which is not one of the classes (anger, "
         "disgust, fear, happiness, sadness, surprise, neutral) nor drop")
