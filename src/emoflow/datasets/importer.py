@@ -116,6 +116,9 @@ def _given_splits(clips: list[SourceClip], folds: int, folds_from: Path | None
         folds = given
     if set_of is None and fold_of is None:
         return None, folds
+    log.info("import: the dataset's own splits: %s%s", "train/val/test from the manifest's "
+             "split column" if set_of else "train/val/test drawn",
+             f", {folds} folds from {folds_from}" if fold_of else "")  # fmt: skip
     return given_plan(set_of, fold_of), folds
 
 
@@ -219,7 +222,7 @@ def _summary(found: Found, t: _Tally, out: Path, resumed: int) -> dict[str, Any]
 
 
 def _counts(c: Counter[str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(c.items())) or "none"
 
 
 def _face_rows(clips: list[SourceClip], journal: Journal, done: int, fp: FacesParams,
