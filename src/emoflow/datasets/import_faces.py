@@ -158,7 +158,7 @@ def clip_peak(clip: SourceClip, opts: ImportOptions) -> int | None:
 def import_clip(job: tuple[SourceClip, Path, FacesParams, ImportOptions]) -> dict[str, Any]:
     """Process one clip, write its face file under ``out_dir``; return its faces.csv row."""
     clip, out_dir, params, opts = job
-    if clip.kind == "image" and params.min_face_frames > 1:
+    if clip.kind != "video" and len(clip.paths) == 1 and params.min_face_frames > 1:
         # One image can show a face in one frame at most: the clip's own ceiling, not a lower bar.
         params = params.model_copy(update={"min_face_frames": 1})
     peak = clip_peak(clip, opts)
