@@ -118,13 +118,26 @@ def split(
 
 @app.command("import")
 def import_dataset(
-    root: Path = typer.Argument(..., help="Dataset root: <root>/<label>/<clips>."),
+    root: Path = typer.Argument(None, help="Dataset root (none with --manifest)."),
     out: Path = typer.Option(..., "--out", help="Output, e.g. data/imported/<name>."),
     subject_regex: str = typer.Option(
-        ...,
+        "",
         "--subject-regex",
-        help="Regex over a clip's path in its label folder; group 1 or "
+        help="<root>/<label>/ trees: regex over a clip's path in its label folder; group 1 or "
         "(?P<subject>...) is the subject, e.g. '^(S\\d+)_'.",
+    ),
+    manifest: Path = typer.Option(
+        None, "--manifest", help="CSV/TSV: path, label, subject[, start, end, peak, split]."
+    ),
+    name_pattern: str = typer.Option(
+        "", "--name-pattern", help="Regex with (?P<label>...) and (?P<subject>...) over paths."
+    ),
+    layout: str = typer.Option("labels", "--layout", help="labels | ckplus (CK+ as shipped)."),
+    label_map: Path = typer.Option(
+        None, "--label-map", help="YAML: dataset label or code -> class, or drop."
+    ),
+    folds_from: Path = typer.Option(
+        None, "--folds-from", help="The dataset's folds: CSV/TSV of fold + subject|trial_id|path."
     ),
     cropped: bool = typer.Option(False, "--cropped", help="Frames are already cropped faces."),
     grayscale: bool = typer.Option(False, "--grayscale", help="Store faces as grayscale."),
@@ -137,13 +150,15 @@ def import_dataset(
     video_ext: str = typer.Option("mp4,avi,mov,mkv", "--video-ext", help="Video extensions."),
     image_ext: str = typer.Option("png,jpg,jpeg,bmp,tiff", "--image-ext", help="Image types."),
 ) -> None:
-    """A public labelled dataset (CK+, AFEW, DFEW, FER) → processed faces (docs/importer.md)."""
+    """A public labelled dataset (CK+, RAVDESS, AFEW, DFEW, FER...) → processed faces
+    (docs/importer.md)."""
     from emoflow.datasets import importer
 
     opts = importer.ImportOptions(subject_regex, cropped, grayscale, importer.check_peak(peak),
                                   static, importer.parse_exts(video_ext),
-                                  importer.parse_exts(image_ext))  # fmt: skip
-    importer.import_dataset(root, out, load_params(params), opts, folds)
+                                  importer.parse_exts(image_ext), layout, name_pattern)  # fmt: skip
+    importer.import_dataset(root, out, load_params(params), opts, folds, manifest=manifest,
+                            label_map=label_map, folds_from=folds_from, keep_rows=False)
 
 
 ModelOption = typer.Option("fan", "--model", "-m", help="fan | deep_emotion")

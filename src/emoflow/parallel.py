@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -51,3 +52,36 @@ def parallel_map(fn: Callable[[J], R], jobs: Sequence[J], workers: int, desc: st
             raise
         finally:
             pool.shutdown(wait=True)
+
+
+def parallel_imap(fn: Callable[[J], R], jobs: Iterable[J], total: int, workers: int, desc: str,
+                  unit: str = "item", done: int = 0) -> Iterator[R]:  # fmt: skip
+    """``fn(j) for j in jobs``, yielded in order, with at most two jobs per worker in flight.
+
+    For stages of many items: jobs are drawn lazily and results handed on as they come, so
+    memory does not grow with the item count (``parallel_map`` queues every job and keeps
+    every result). ``total`` and ``done`` (items finished before, e.g. by a resumed run) size
+    the progress bar.
+    """
+    n = worker_count(workers, max(total - done, 1))
+    with tqdm(total=total, initial=done, desc=desc, unit=unit) as bar:
+        if n == 1:
+            for j in jobs:
+                yield fn(j)
+                bar.update()
+            return
+        pending: deque[Future[R]] = deque()
+        it = iter(jobs)
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            try:
+                for j in it:
+                    pending.append(pool.submit(fn, j))
+                    if len(pending) >= 2 * n:
+                        yield pending.popleft().result()
+                        bar.update()
+                while pending:
+                    yield pending.popleft().result()
+                    bar.update()
+            finally:
+                for f in pending:  # a failed job (or a consumer that stopped) ends the stage
+                    f.cancel()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,11 +178,17 @@ def plan_splits(rows: list[dict], params: SplitParams
     return sets, folds
 
 
-def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
+Sets = dict[str, list[dict]]
+Plan = Callable[[list[dict], SplitParams], tuple[Sets, list[Sets]]]
+
+
+def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams, plan: Plan | None = None
+                ) -> None:  # fmt: skip
     """Write ``train/val/test.csv`` (+ ``folds/fold_<i>/``) and ``summary.json``, atomically.
 
     Fold ``i`` tests on group ``i``; of the other participants, a ``val / (train + val)`` share
-    (at least one) validates and the rest trains.
+    (at least one) validates and the rest trains. ``plan`` replaces :func:`plan_splits` where
+    the sets come from elsewhere (a dataset's own folds, ``emoflow import --folds-from``).
     """
     check_outputs({"faces": faces_csv, **params_inputs(params)}, {"out": out_dir})
     rows = read_faces_table(faces_csv)
@@ -190,7 +197,7 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     if params.mode == "clip":
         log.warning("split: clip-level random split: the same participants appear in train, val "
                     "and test, so results overstate performance on new people")  # fmt: skip
-    sets, folds = plan_splits(rows, params)
+    sets, folds = (plan or plan_splits)(rows, params)
     summary: dict = {"mode": params.mode, "seed": params.seed, "sets": _describe(sets)}
     with atomic_dir(out_dir) as tmp:
         for s, v in sets.items():
@@ -207,4 +214,4 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams) -> None:
     log.info("split (%s): train %d clips / %d participants, val %d / %d, test %d / %d%s; "
              "wrote %s", params.mode,
              *(x for s in SETS for x in (desc[s]["clips"], len(desc[s]["participants"]))),
-             f", {params.folds} folds" if params.folds >= 2 else "", out_dir)  # fmt: skip
+             f", {len(folds)} folds" if folds else "", out_dir)  # fmt: skip
