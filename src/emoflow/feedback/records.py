@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, field_validator
 
-from emoflow.inference.schema import ClipResult, ModelRef
+from emoflow.inference.schema import ClipResult, FrameResult, ModelRef
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
@@ -33,7 +33,7 @@ class PredictionRecord(BaseModel):
     confidence: float
     margin: float = Field(description="top probability minus the second")
     probabilities: dict[str, float]
-    frames: list[dict] = Field(description="index, time_s, box and weight of each used frame")
+    frames: list[FrameResult] = Field(description="the frames used: index, time, box, weight")
     faces_found: int
     frames_decoded: int
     warnings: list[str] = Field(default_factory=list)
@@ -47,7 +47,7 @@ class PredictionRecord(BaseModel):
                    label=result.label, confidence=result.confidence,
                    margin=top[0] - (top[1] if len(top) > 1 else 0.0),
                    probabilities=result.probabilities,
-                   frames=[f.model_dump(exclude={"detector"}) for f in result.frames],
+                   frames=result.frames,
                    faces_found=result.faces_found, frames_decoded=result.frames_decoded,
                    warnings=result.warnings)  # fmt: skip
 
