@@ -210,9 +210,10 @@ def promote_model(repo: Path, model: str, version: str, settings: plan.RunSettin
             ) -> dict[str, Any]:  # fmt: skip
     """Score the challenger and the champion on today's test split; move @champion if it wins."""
     from emoflow.release.promote import promote as run_promote
+    from emoflow.release.promote import report_path_for
 
     decision = run_promote(model, settings.metric, settings.min_delta,
-                           report_path=repo / "reports" / f"promotion-{model}.json",
+                           report_path=report_path_for(model, repo),
                            challenger=version)  # fmt: skip
     get_run_logger().info("promote %s: %s", model, decision.message)
     return decision.record

@@ -29,19 +29,28 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from emoserve import metrics
-from emoserve.api import ERROR_RESPONSES, Info, ModelInfo, faces_of_video, read_face_uploads
+from emoserve.api import (
+    ERROR_RESPONSES,
+    FEEDBACK_RESPONSES,
+    Info,
+    ModelInfo,
+    faces_of_video,
+    read_face_uploads,
+)
 from emoserve.backend import backend_reason, has_gpu
+from emoserve.capture import Capture
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.guard import Guard
 from emoserve.packaging import BuildArgs, service_image
 from emoserve.settings import ServiceSettings
 from emoserve.source import ModelHolder, current_release
 from emoserve.upload import saved_upload
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emoflow.feedback.records import FeedbackIn, FeedbackRecord, new_prediction_id
 from emoflow.inference import ClipResult, Predictor
 from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.predictor import FoundFaces
@@ -153,6 +162,7 @@ class Emotion:
         self.holder: ModelHolder[ModelSpec] = ModelHolder(
             SETTINGS, make=lambda r: read_spec(r.folder), follow=False)
         self._cpu = anyio.CapacityLimiter(1)  # one decode + faces job per worker process
+        self.capture = Capture(SETTINGS)
 
     async def _spec_for(self, version: str) -> ModelSpec:
         """The spec of ``version`` (what the model service just answered with)."""
@@ -214,9 +224,13 @@ class Emotion:
 
     @app.post("/predict", response_model=ClipResult, responses=ERROR_RESPONSES)
     async def predict(self, request: Request, video: Annotated[UploadFile, File(
-            description="a clip: mp4, mov, avi, mkv or webm")]) -> ClipResult:  # fmt: skip
+            description="a clip: mp4, mov, avi, mkv or webm")],
+            keep: Annotated[bool, Form(description="ask the service to keep this clip for "
+                                       "labelling (with EMOFLOW_CAPTURE=clips)")] = False,
+            ) -> ClipResult:  # fmt: skip
         """Emotion of a video clip: label, probabilities, per-frame face box and weight."""
         t0 = time.perf_counter()
+        prediction_id = new_prediction_id()
         async with saved_upload(video, SETTINGS.max_upload_bytes) as path:
             t_up = time.perf_counter()
             _, spec = self.holder.current()
@@ -229,6 +243,9 @@ class Emotion:
                                           request)  # fmt: skip
                 scored = await self._classify(found.chips)
             result = found.result(scored)
+            result.prediction_id = prediction_id
+            await anyio.to_thread.run_sync(self.capture.keep, prediction_id, "predict", result,
+                                           path, keep)  # fmt: skip
         total = time.perf_counter() - t0
         result.timings_ms.total = 1e3 * total
         _observe("predict", result, upload=t_up - t0, total=total)
@@ -243,10 +260,21 @@ class Emotion:
         chips = await read_face_uploads(faces, spec, SETTINGS.max_faces,
                                         SETTINGS.max_upload_bytes)  # fmt: skip
         result = await self._classify(chips)  # one size: the model's input size
+        result.prediction_id = new_prediction_id()
+        self.capture.keep(result.prediction_id, "predict_faces", result)
         total = time.perf_counter() - t0
         result.timings_ms.total = 1e3 * total
         _observe("predict_faces", result, total=total)
         return result
+
+    @app.post("/feedback", response_model=FeedbackRecord, responses=FEEDBACK_RESPONSES)
+    async def feedback(self, given: FeedbackIn) -> FeedbackRecord:
+        """A downstream system's label for a kept prediction (needs EMOFLOW_CAPTURE)."""
+        _, spec = self.holder.current()
+        fb = await anyio.to_thread.run_sync(self.capture.feedback, given, spec.classes)
+        log.info("feedback: %s labelled %s (served %s)", fb.prediction_id, fb.label,
+                 fb.served_label)  # fmt: skip
+        return fb
 
     @app.get("/info", response_model=Info, responses={401: ERROR_RESPONSES[401]})
     async def info(self) -> Info:
@@ -271,7 +299,9 @@ Emotion.add_asgi_middleware(Guard, api_key=SETTINGS.api_key,
 
 
 def _observe(endpoint: str, result: ClipResult, total: float, upload: float | None = None) -> None:
-    metrics.predicted(result.label, endpoint)
+    log.info("%s: %s %s %.2f (%s v%s)", endpoint, result.prediction_id, result.label,
+             result.confidence, result.model.name, result.model.version)  # fmt: skip
+    metrics.predicted(result.label, endpoint, result.model.version or "", result.confidence)
     t = result.timings_ms
     for stage, ms in (("decode", t.decode), ("faces", t.faces), ("model", t.model)):
         if ms:

@@ -274,7 +274,8 @@ def promote(
     ),
     test: Path = typer.Option(Path("data/processed/splits/test.csv"), help="Test manifest."),
     faces: Path = FacesDirOption,
-    report: Path = typer.Option(Path("reports/promotion.json"), help="The decision record."),
+    report: Path | None = typer.Option(
+        None, help="The decision record [default: reports/promotion-<model>.json]."),
     backend: str = typer.Option("auto", help="auto | torch | onnx | tensorrt"),
     challenger: str | None = typer.Option(None, help="Version [default: @challenger]."),
 ) -> None:

@@ -39,6 +39,17 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     504: {"model": ErrorBody, "description": "the clip took longer than the service's "
           "time limit to analyse (reason timeout)"},
 }
+FEEDBACK_RESPONSES: dict[int | str, dict] = {
+    400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401],
+    404: {"model": ErrorBody, "description": "no kept prediction with this id "
+          "(reason unknown_prediction)"},
+    409: {"model": ErrorBody, "description": "the service keeps no predictions "
+          "(reason capture_off)"},
+    422: {"model": ErrorBody, "description": "a label the model does not have "
+          "(reason unknown_label)"},
+    503: {"model": ErrorBody, "description": "the capture store cannot be reached "
+          "(reason store_unavailable)"},
+}
 
 
 class ModelInfo(BaseModel):

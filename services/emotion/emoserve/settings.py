@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emoflow.feedback.policy import Capture, KeepRules
+
 ENV_PREFIX = "EMOFLOW_"
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
@@ -42,11 +44,32 @@ class ServiceSettings(BaseModel):
         10_000, ge=1, description="batcher's latency goal; requests it expects to miss it are "
         "shed (503), so leave room for a cold start and a full batch on CPU")  # fmt: skip
 
+    # What the service keeps of its answers: a privacy decision, off unless set (docs/feedback.md)
+    capture: Capture = Field(
+        "none", description="none; records (each answer's record, no pixels); clips (records, "
+        "plus the uploaded clip when a keep rule matches)")  # fmt: skip
+    capture_store: str | None = Field(
+        None, description="a folder, or s3://bucket/prefix (credentials: AWS_* variables)")
+    capture_s3_endpoint: str | None = Field(
+        None, description="an S3-compatible store's URL, e.g. http://objectstore:8333")
+    keep_below_confidence: float | None = Field(0.5, ge=0.0, le=1.0)
+    keep_below_margin: float | None = Field(0.1, ge=0.0, le=1.0)
+    keep_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
+
     @model_validator(mode="after")
     def _one_source(self) -> ServiceSettings:
         if self.model_uri and self.model_dir:
             raise ValueError("set EMOFLOW_MODEL_URI or EMOFLOW_MODEL_DIR, not both")
+        if self.capture != "none" and not self.capture_store:
+            raise ValueError(f"EMOFLOW_CAPTURE={self.capture} needs EMOFLOW_CAPTURE_STORE "
+                             "(a folder or s3://bucket/prefix)")  # fmt: skip
         return self
+
+    @property
+    def keep_rules(self) -> KeepRules:
+        return KeepRules(below_confidence=self.keep_below_confidence,
+                         below_margin=self.keep_below_margin,
+                         sample_rate=self.keep_sample_rate)  # fmt: skip
 
     @property
     def max_upload_bytes(self) -> int:

@@ -34,6 +34,8 @@ class Timings(BaseModel):
 
 
 class ClipResult(BaseModel):
+    prediction_id: str | None = Field(
+        None, description="the service's id of this answer (for POST /feedback); None elsewhere")
     label: str
     confidence: float
     probabilities: dict[str, float]

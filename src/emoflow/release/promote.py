@@ -5,7 +5,8 @@ backend that would serve them), on the same current test manifest and face files
 recorded at registration is trusted, since the test set may have changed since. The metric is
 ``emoflow.training.metrics``'s (UAR by default). The challenger must beat the champion by at
 least ``min_delta``; a tie within the margin keeps the champion. The first version registered
-becomes champion. The decision and both scores go to version tags and ``reports/promotion.json``.
+becomes champion. The decision and both scores go to version tags and
+``reports/promotion-<model>.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ from emoflow.training.metrics import SUMMARY_METRICS, classification_report
 log = logging.getLogger(__name__)
 
 EXIT_NOT_PROMOTED = 3
-DEFAULT_REPORT = Path("reports/promotion.json")
+REPORTS = Path("reports")
+
+
+def report_path_for(arch: str, repo: Path = Path(".")) -> Path:
+    """Where a promotion decision is recorded: one file per model, the CLI and the flow alike."""
+    return repo / REPORTS / f"promotion-{arch}.json"
 DEFAULT_MANIFEST = Path("data/processed/splits/test.csv")
 DEFAULT_FACES = Path("data/processed/faces")
 METRIC_LABELS = {"war": "WAR", "uar": "UAR", "macro_f1": "macro-F1"}
@@ -62,14 +68,16 @@ class Decision:
 @global_uris()  # MLflow's stores build their own clients from the global URIs
 def promote(arch: str, metric: str = "uar", min_delta: float = 0.005,
             manifest: Path = DEFAULT_MANIFEST, faces_dir: Path = DEFAULT_FACES,
-            report_path: Path = DEFAULT_REPORT, backend: str = "auto",
+            report_path: Path | None = None, backend: str = "auto",
             challenger: str | None = None) -> Decision:  # fmt: skip
     """Score ``@challenger`` (or version ``challenger``) and ``@champion`` and decide.
 
     Moves ``@champion`` when the challenger is the first version to be scored or wins by at
     least ``min_delta``; tags the challenger with the decision and both scores (and a replaced
-    champion with ``promotion.replaced_by``); writes ``report_path`` atomically.
+    champion with ``promotion.replaced_by``); writes ``report_path`` atomically (default
+    ``reports/promotion-<arch>.json``, where the retrain flow writes it too).
     """
+    report_path = report_path or report_path_for(arch)
     if metric not in SUMMARY_METRICS:
         raise EmoflowError(f"unknown metric {metric!r}: one of {', '.join(SUMMARY_METRICS)}")
     if min_delta < 0:
