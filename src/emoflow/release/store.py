@@ -3,7 +3,7 @@
 MLflow answers late or wrongly: a ``sqlite:///`` file that is absent is created empty (with its
 folder) and the question then fails as "no such alias"; a read-only one fails at the first write
 with chained tracebacks; a tracking server that is down is retried for minutes
-(``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 7, backoff factor 2: 4 min 22 s measured). ``check_store``
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 7, backoff factor 2: 4 min 22 s in issue 17). ``check_store``
 answers each in seconds with the URI. Light on purpose (no mlflow import), so the CLI can ask
 before loading a model.
 """
