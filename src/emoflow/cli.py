@@ -153,7 +153,17 @@ def import_dataset(
     importer.import_dataset(root, out, load_params(params), opts, folds)
 
 
-ModelOption = typer.Option("fan", "--model", "-m", help="fan | deep_emotion")
+MODELS = ("fan", "deep_emotion")  # emoflow.models.ModelName (a test checks they agree)
+
+
+def _model(value: str) -> str:
+    """``--model`` is checked here, before a command imports torch to find it unknown."""
+    if value not in MODELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(MODELS)}")
+    return value
+
+
+ModelOption = typer.Option("fan", "--model", "-m", callback=_model, help=" | ".join(MODELS))
 FacesDirOption = typer.Option(Path("data/processed/faces"), help="Face files (faces.csv).")
 SplitsOption = typer.Option(Path("data/processed/splits"), help="Split manifests.")
 

@@ -64,6 +64,8 @@ def _closed_port() -> int:
     (["export", "--opset", "11"], "--opset"),
     (["export", "--opset", "21"], "--opset"),
     (["train", "--epochs", "3"], "No such option"),
+    (["train", "--model", "resnet"], "'resnet' is not one of fan, deep_emotion"),
+    (["register", "--model", "FAN"], "'FAN' is not one of fan, deep_emotion"),
 ])  # fmt: skip
 def test_help_and_bad_arguments_import_nothing_heavy(args: list[str], message: str,
                                                      tmp_path: Path) -> None:  # fmt: skip
@@ -99,11 +101,16 @@ def test_a_tracking_server_that_is_down_fails_at_once_with_its_uri(tmp_path: Pat
                            "refused): start it, or set MLFLOW_TRACKING_URI to one that runs")
 
 
-def test_the_cli_opset_range_is_the_models_union() -> None:
+def test_the_cli_knows_the_models_and_their_opsets() -> None:
+    from typing import get_args
+
     import typer.main
 
-    from emoflow.cli import app
+    from emoflow.cli import MODELS, app
+    from emoflow.models import ModelName
     from emoflow.release.export import OPSET, OPSETS
+
+    assert get_args(ModelName) == MODELS and set(OPSETS) == set(MODELS)
 
     opset = next(p for p in typer.main.get_command(app).commands["export"].params
                  if p.name == "opset")  # fmt: skip
