@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -71,7 +72,7 @@ def read_model(model_dir: Path, arch: str | None = None) -> ModelSpec:
 
 def check_opset(arch: str, opset: int) -> None:
     """EmoflowError unless ``arch`` exports at ``opset`` (``OPSETS``)."""
-    ok = OPSETS.get(arch, range(OPSET, OPSET + 1))
+    ok = OPSETS[arch]
     if opset not in ok:
         span = f"{ok.start}" if len(ok) == 1 else f"{ok.start} to {ok.stop - 1}"
         raise EmoflowError(f"--opset {opset}: {arch} exports at opset {span}")
@@ -109,8 +110,6 @@ def export_onnx(clip_model: torch.nn.Module, spec: ModelSpec, path: Path, opset:
 def _stdout_kept_back() -> Iterator[None]:
     """File descriptor 1 into a temp file while the exporter runs: on failure its C++ side
     prints the whole Torch IR graph (tens of KB) there, not in the exception."""
-    import sys
-
     sys.stdout.flush()
     saved = os.dup(1)
     with tempfile.TemporaryFile() as sink:
