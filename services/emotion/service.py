@@ -42,8 +42,7 @@ from emoserve.capture import Capture
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.guard import Guard
 from emoserve.packaging import BuildArgs, service_image
-from emoserve.settings import ServiceSettings
-from emoserve.source import ModelHolder, current_release
+from emoserve.source import ModelHolder, startup
 from emoserve.upload import saved_upload
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -64,10 +63,10 @@ logging.getLogger("emoflow").setLevel(logging.INFO)
 FACES_FIELD = ("aligned face crops of one clip, in frame order: JPEG/PNG images or one zip of "
                "them (a face file of `emoflow faces`)")  # fmt: skip
 OVERLOAD_RETRIES = 4
-SETTINGS = ServiceSettings.from_env()
 # Resolved at import, so `bentoml build` imports the model into the store and the Bento
-# carries it (the class attribute below); the services resolve again when they start.
-RELEASE = current_release(SETTINGS)
+# carries it (the class attribute below); the services resolve again when they start. No model,
+# or bad settings: one line and exit 2.
+SETTINGS, RELEASE = startup()
 # `bentoml build --arg variant=cuda`: the Bento's image (emoserve.packaging); defaults serve as is.
 BUILD = bentoml.use_arguments(BuildArgs)
 

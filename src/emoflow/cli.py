@@ -1,8 +1,14 @@
-"""The ``emoflow`` command: thin wrappers that parse arguments, load params and call a stage."""
+"""The ``emoflow`` command: thin wrappers that parse arguments, load params and call a stage.
+
+Heavy libraries (torch, mlflow, OpenCV, dlib, PyAV, ...) are imported inside the commands that
+use them, after the arguments are checked: ``--help`` and a bad argument answer at once
+(tests/unit/test_cli_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import typer
 
 from emoflow.config import DEFAULT_PARAMS, load_params
 from emoflow.errors import EmoflowError
+from emoflow.inference.availability import BACKENDS, check_backend
 
 app = typer.Typer(
     help="emoflow: from raw lab recordings to a served facial-expression model.",
@@ -161,7 +168,17 @@ def import_dataset(
                             label_map=label_map, folds_from=folds_from, keep_rows=False)
 
 
-ModelOption = typer.Option("fan", "--model", "-m", help="fan | deep_emotion")
+MODELS = ("fan", "deep_emotion")  # emoflow.models.ModelName (a test checks they agree)
+
+
+def _model(value: str) -> str:
+    """``--model`` is checked here, before a command imports torch to find it unknown."""
+    if value not in MODELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(MODELS)}")
+    return value
+
+
+ModelOption = typer.Option("fan", "--model", "-m", callback=_model, help=" | ".join(MODELS))
 FacesDirOption = typer.Option(Path("data/processed/faces"), help="Face files (faces.csv).")
 SplitsOption = typer.Option(Path("data/processed/splits"), help="Split manifests.")
 
@@ -264,11 +281,23 @@ def register(
     typer.echo(f"registered {done.uri} ({', '.join(done.files)}) as @challenger")
 
 
+def _margin(value: float) -> float:
+    """``--min-delta`` is a finite number ≥ 0 (click's FloatRange lets NaN through)."""
+    if not math.isfinite(value) or value < 0:
+        raise typer.BadParameter(f"must be a finite number ≥ 0, got {value}")
+    return value
+
+
+BackendOption = typer.Option("auto", help=" | ".join(BACKENDS))
+
+
 @app.command()
 def promote(
     model: str = ModelOption,
     metric: str = typer.Option("uar", help="uar | war | macro_f1"),
-    min_delta: float = typer.Option(0.005, help="How much the challenger must win by."),
+    min_delta: float = typer.Option(
+        0.005, callback=_margin, help="How much the challenger must win by (≥ 0)."
+    ),
     require_promotion: bool = typer.Option(
         False, "--require-promotion", help="Exit 3 when the champion stays (for pipelines)."
     ),
@@ -276,10 +305,11 @@ def promote(
     faces: Path = FacesDirOption,
     report: Path | None = typer.Option(
         None, help="The decision record [default: reports/promotion-<model>.json]."),
-    backend: str = typer.Option("auto", help="auto | torch | onnx | tensorrt"),
+    backend: str = BackendOption,
     challenger: str | None = typer.Option(None, help="Version [default: @challenger]."),
 ) -> None:
     """Score @challenger and @champion on the test set now; move @champion only if it wins."""
+    check_backend(backend)
     from emoflow.release.promote import exit_code
     from emoflow.release.promote import promote as run_promote
 
@@ -298,15 +328,20 @@ def predict(
     model_uri: str | None = typer.Option(
         None, help="A registered version instead, e.g. models:/emoflow-fan@champion."
     ),
-    backend: str = typer.Option("auto", help="auto | torch | onnx | tensorrt"),
+    backend: str = BackendOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON clip result per line."),
 ) -> None:
     """Emotion of each video: label, confidence, faces found; exit 2 if any file failed."""
+    if model_dir is not None and model_uri is not None:
+        raise typer.BadParameter("give --model-dir or --model-uri, not both")
+    check_backend(backend)
+    if model_uri:
+        from emoflow.release.store import check_store
+
+        check_store()  # an absent registry or a server down, before any model code loads
     from emoflow.inference import Predictor
     from emoflow.inference.files import predict_files
 
-    if model_dir is not None and model_uri is not None:
-        raise typer.BadParameter("give --model-dir or --model-uri, not both")
     predictor = (Predictor.from_uri(model_uri, backend) if model_uri
                  else Predictor.from_dir(model_dir or Path("models/fan"), backend))  # fmt: skip
     if predict_files(predictor, videos, as_json):
@@ -319,13 +354,18 @@ def export(
     model_dir: Path | None = ModelDirOption,
     faces: Path = FacesDirOption,
     splits: Path = SplitsOption,
-    opset: int = typer.Option(20, help="ONNX opset (Deep-Emotion's affine_grid needs 20)."),
+    # The range the exporter and FAN support (export.OPSETS; a test checks they agree), so a
+    # wrong number is a usage error before torch loads; Deep-Emotion needs 20 (checked there).
+    opset: int = typer.Option(
+        20, min=12, max=20, help="ONNX opset, 12-20 (Deep-Emotion's affine_grid needs 20)."
+    ),
     tolerance: float = typer.Option(1e-4, help="Largest |Δp| allowed against PyTorch."),
 ) -> None:
     """ONNX with a dynamic clip batch, written only if it matches PyTorch on every test clip."""
     from emoflow.release.export import export_model
 
-    export_model(model_dir or Path("models") / model, faces, splits, opset, tolerance)
+    export_model(model_dir or Path("models") / model, faces, splits, opset, tolerance,
+                 arch=model)  # fmt: skip
 
 
 @app.command()
@@ -343,7 +383,7 @@ def convert(
     from emoflow.release.convert import convert_model
 
     convert_model(model_dir or Path("models") / model, faces, splits, precision,
-                  (min_batch, opt_batch, max_batch))  # fmt: skip
+                  (min_batch, opt_batch, max_batch), arch=model)  # fmt: skip
 
 
 @app.command("contact-sheet")

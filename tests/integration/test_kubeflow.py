@@ -31,6 +31,10 @@ from emoflow.orchestration.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
+# Bounds that only end a hang (the fast suite must pass on a machine at load 8): nothing here
+# waits for a time to pass, only for an event (an answer, a file, an exit).
+HANG_S = 300
+HTTP_S = 60
 
 
 class StandIn:
@@ -42,7 +46,7 @@ class StandIn:
             f"http://127.0.0.1:{self.port}/apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs/{name}",
             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=HTTP_S) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
@@ -54,7 +58,7 @@ class StandIn:
             f"{job['metadata']['namespace']}/pytorchjobs", data=json.dumps(job).encode(),
             method="POST", headers={"Authorization": f"Bearer {TOKEN}",
                                     "Content-Type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=HTTP_S) as r:
             return r.status
 
 
@@ -78,16 +82,18 @@ def start_standin(workspace: Path, logs: Path, *extra: str, mount: str = "/works
                              str(port), "--token", TOKEN, "--mount", f"{mount}={workspace}",
                              "--logs", str(logs), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    # Wait for it to answer (or to die): how long Python takes to start depends on the load.
+    # The deadline only ends a hang.
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=HTTP_S)
         except urllib.error.HTTPError:
             return proc, port  # 401: it answers
         except OSError:
             time.sleep(0.2)
     stop_tree(proc.pid)
-    raise AssertionError("the kube stand-in did not start")
+    raise AssertionError(f"the kube stand-in did not start (exit code {proc.poll()})")
 
 
 @pytest.fixture()
@@ -187,11 +193,22 @@ def test_the_command_line_prints_the_job_and_names_a_bad_params_file(tmp_path: P
 # --------------------------------------------------------------------------- the API
 
 
+# Each pod writes its output, then waits for every pod's (as the trainer's last barrier makes
+# every rank wait for rank 0's model): an elastic job is Succeeded when its first pod is, and
+# cleanPodPolicy Running then stops the others, so without the barrier a pod whose Python had
+# not started yet on a busy machine would never write.
+BARRIER = """import os, pathlib, time
+tmp = pathlib.Path(f'.out-{os.getpid()}')
+tmp.write_text(os.environ['PET_NNODES'])
+tmp.rename(f'out-{os.getpid()}')  # whole, as another pod may read it at once
+while len(list(pathlib.Path().glob('out-*'))) < int(os.environ['PET_NNODES'].split(':')[-1]):
+    time.sleep(0.05)
+"""
+
+
 def test_a_job_is_submitted_followed_and_returned_when_it_succeeds(standin: StandIn) -> None:
     events: list[str] = []
-    code = ("import os, pathlib, time; time.sleep(1); "
-            "pathlib.Path(f'out-{os.getpid()}').write_text(os.environ['PET_NNODES'])")
-    done = kubeflow.run_job(_job("ok-job", code, nodes=2), 60, 0.2, events.append)
+    done = kubeflow.run_job(_job("ok-job", BARRIER, nodes=2), HANG_S, 0.2, events.append)
     assert kubeflow.final_condition(done)["type"] == "Succeeded"
     outs = sorted(standin.workspace.glob("out-*"))  # two pods ran in the workspace
     assert len(outs) == 2 and {o.read_text() for o in outs} == {"2:2"}
@@ -208,13 +225,26 @@ def test_a_failed_job_raises_with_the_operators_reason(standin: StandIn) -> None
 
 
 def test_a_job_past_its_time_is_deleted_and_its_pods_stopped(standin: StandIn) -> None:
-    code = "import time, pathlib; pathlib.Path('started').touch(); time.sleep(120)"
+    code = "import time, pathlib; pathlib.Path('started').touch(); time.sleep(300)"
+    job = _job("slow-job", code, labels={"emoflow.flow-run": "run-1"})
+    # Submitted first and followed once its pod runs (as a retry of the same run follows it):
+    # the 2 s then pass with the pod surely running, however long it took to start.
+    assert standin.create(job) == 201
+    _wait_for(standin.workspace / "started")
     events: list[str] = []
     with pytest.raises(kubeflow.JobFailed, match="did not finish in 2 s"):
-        kubeflow.run_job(_job("slow-job", code), 2, 0.2, events.append)
-    assert (standin.workspace / "started").exists()
+        kubeflow.run_job(job, 2, 0.2, events.append)
     assert standin.get("emoflow", "slow-job")[0] == 404
     assert any("deleted" in e for e in events)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen | None = None) -> None:
+    """Until ``path`` exists (``proc``, when given, must stay alive meanwhile)."""
+    deadline = time.monotonic() + HANG_S
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        assert proc is None or proc.poll() is None, f"exited {proc.returncode} before {path.name}"
+        time.sleep(0.2)
 
 
 def test_a_resubmission_of_the_same_run_follows_the_job_and_another_run_is_refused(
@@ -364,12 +394,9 @@ def test_a_flow_stopped_while_it_waits_deletes_its_job(standin: StandIn, tmp_pat
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                             env=os.environ | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not (standin.workspace / "up").exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "the job never started"
-            time.sleep(0.2)
+        _wait_for(standin.workspace / "up", proc)
         proc.send_signal(getattr(signal, sig))
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=HANG_S)
     finally:
         stop_tree(proc.pid, grace_s=2)
     assert proc.returncode != 0

@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -23,6 +22,7 @@ from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
 
 ROOT = Path(__file__).resolve().parents[2]
+HANG_S = 300  # ends a hang only: the tests wait for events, whatever the machine's load
 
 
 def test_steps_name_the_stages_of_dvc_yaml() -> None:
@@ -79,10 +79,14 @@ def test_only_passing_outages_count_as_transient() -> None:
 
 def test_a_second_run_waits_for_the_workspace(tmp_path: Path) -> None:
     events: list[str] = []
-    second_in = threading.Event()
+    second_in, second_waits = threading.Event(), threading.Event()
+
+    def waiting(message: str) -> None:
+        events.append(message)
+        second_waits.set()
 
     def second() -> None:
-        with workspace.workspace_lock(tmp_path, "run B", on_wait=events.append):
+        with workspace.workspace_lock(tmp_path, "run B", on_wait=waiting):
             events.append("B in")
             second_in.set()
 
@@ -91,10 +95,12 @@ def test_a_second_run_waits_for_the_workspace(tmp_path: Path) -> None:
         assert holder["holder"] == "run A"
         t = threading.Thread(target=second)
         t.start()
-        time.sleep(0.5)
+        # B has found the lock taken (not a sleep that a busy machine may outlast).
+        assert second_waits.wait(HANG_S), "run B never tried the lock"
         assert not second_in.is_set()
         events.append("A out")
-    t.join(10)
+    t.join(HANG_S)
+    assert not t.is_alive(), "run B never got the lock"
     assert events[0].startswith("waiting for the workspace") and "run A" in events[0]
     assert events.index("A out") < events.index("B in")
 
@@ -108,13 +114,17 @@ def test_git_pull_refuses_another_branch(tmp_path: Path) -> None:
 
 
 def test_a_timed_out_command_is_stopped_with_its_children(tmp_path: Path) -> None:
-    lines: list[str] = []
     script = ("import subprocess, sys, time; "
-              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-              "print('child', p.pid, flush=True); time.sleep(60)")  # fmt: skip
-    started = time.monotonic()
-    code = run_command([sys.executable, "-c", script], tmp_path, lines.append, [], 3.0)
-    assert code is None and time.monotonic() - started < 30
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+              "print('child', p.pid, flush=True); time.sleep(600)")  # fmt: skip
+    # The time-out must come after the command started its child: on a busy machine Python may
+    # take longer than the first time-out to start, so each try gives it four times longer.
+    for timeout_s in (3.0, 12.0, 48.0, 192.0):
+        lines: list[str] = []
+        code = run_command([sys.executable, "-c", script], tmp_path, lines.append, [], timeout_s)
+        assert code is None  # stopped at its time-out, not ended by itself (it sleeps 600 s)
+        if lines:
+            break
     child = int(lines[0].split()[1])
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
 

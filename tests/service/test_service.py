@@ -69,6 +69,20 @@ def test_without_the_key_401_but_health_and_metrics_stay_open(server: Server, ke
         assert c.get("/metrics").status_code == 200
 
 
+def test_the_bearer_scheme_is_case_insensitive_and_the_docs_need_no_key(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            assert c.get("/info", headers={"Authorization": f"{scheme} {API_KEY}"}
+                         ).status_code == 200, scheme  # fmt: skip
+        assert c.get("/info", headers={"Authorization": f"bearer {API_KEY}x"}).status_code == 401
+        # The OpenAPI UI at / loads without a key: the page, its scripts and the schema.
+        page = c.get("/")
+        assert page.status_code == 200 and "swagger" in page.text.lower()
+        assert c.get("/static_content/swagger-initializer.js").status_code == 200
+        schema = c.get("/docs.json")
+        assert schema.status_code == 200 and "/predict" in schema.json()["paths"]
+
+
 @pytest.mark.parametrize(("name", "data", "ctype", "status", "reason"), [
     ("big.mp4", b"0" * (2 << 20), "video/mp4", 413, "too_large"),
     ("notes.txt", b"hello", "text/plain", 415, "unsupported_type"),

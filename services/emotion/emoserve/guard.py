@@ -23,8 +23,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Probes and scrapers carry no key: health and metrics stay open.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+# Probes and scrapers carry no key: health and metrics stay open. So does the API's
+# documentation (BentoML's UI at / loads /docs.json and /static_content/; FastAPI's /docs and
+# /openapi.json are the same schema), as most APIs do: it holds no data, and without it the UI
+# cannot even load to let a user enter the key (docs/service.md).
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics",
+                        "/", "/docs.json", "/docs", "/openapi.json"})  # fmt: skip
+OPEN_PREFIXES = ("/static_content/",)
 
 
 async def send_error(send: Send, status: int, reason: str, message: str,
@@ -47,18 +52,22 @@ class Guard:
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_upload_bytes: int) -> None:
         self.app = app
-        self.key = f"Bearer {api_key}".encode() if api_key else None
+        self.key = api_key.encode() if api_key else None
         self.limit = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        docs = path.startswith(OPEN_PREFIXES) and ".." not in path  # no way out of the folder
+        if scope["type"] != "http" or path in OPEN_PATHS or docs:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if self.key is not None:
-            given = headers.get(b"authorization", b"")
+            # The scheme is case-insensitive (RFC 9110 §11.1): "bearer <key>" is as good.
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             # compare_digest takes as long whatever prefix matches: no timing oracle on the key.
-            if not hmac.compare_digest(given, self.key):
+            if not (hmac.compare_digest(token.strip(b" "), self.key)
+                    and scheme.lower() == b"bearer"):  # fmt: skip
                 metrics.rejected("unauthorized")
                 await send_error(send, 401, "unauthorized",
                                  "missing or wrong API key (Authorization: Bearer <key>)",

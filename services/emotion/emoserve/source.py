@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Generic, TypeVar
 
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
+from pydantic import ValidationError
 
 from emoflow.errors import EmoflowError
 from emoflow.inference import Predictor
@@ -45,6 +47,25 @@ class Release:
     alias: str | None
     tag: str  # BentoML store tag
     folder: Path
+
+
+def startup(environ: dict[str, str] | None = None) -> tuple[ServiceSettings, Release]:
+    """The settings and the release they name, or one line on stderr and exit 2: a service that
+    cannot start says why, instead of BentoML printing the traceback of importing service.py."""
+    try:
+        settings = ServiceSettings.from_env(environ)
+        return settings, current_release(settings)
+    except (EmoflowError, ValidationError) as exc:
+        print(f"error: cannot start the service: {_one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        return f"EMOFLOW_{field.upper()}: {first['msg']}" if field else first["msg"]
+    return str(exc)
 
 
 def current_release(settings: ServiceSettings) -> Release:

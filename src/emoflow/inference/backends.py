@@ -19,12 +19,11 @@ import numpy as np
 import torch
 
 from emoflow.errors import EmoflowError
+from emoflow.inference.availability import check_backend
 from emoflow.inference.graph import INPUTS, load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_json
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
 
 class Backend(Protocol):
@@ -100,8 +99,7 @@ def onnx_problem(spec: ModelSpec) -> str | None:
 
 def open_backend(name: str, spec: ModelSpec) -> Backend:
     """The backend ``name`` (see the module doc for ``auto``)."""
-    if name not in BACKENDS:
-        raise EmoflowError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    check_backend(name)
     if name == "torch":
         return TorchBackend(spec)
     if name == "onnx":

@@ -22,6 +22,7 @@ from emoflow.errors import EmoflowError, InputError
 from emoflow.faces.align import landmark_box
 from emoflow.faces.pipeline import ClipFaces, process_frames
 from emoflow.faces.store import FaceClip
+from emoflow.inference.availability import check_backend
 from emoflow.inference.backends import Backend, open_backend
 from emoflow.inference.graph import clip_inputs
 from emoflow.inference.model_dir import ModelSpec, read_spec
@@ -58,6 +59,7 @@ class Predictor:
     @classmethod
     def from_dir(cls, folder: Path | str, backend: str = "auto", *, name: str | None = None,
                  version: str | None = None, alias: str | None = None) -> Predictor:  # fmt: skip
+        check_backend(backend)  # before the model: a wrong backend is the thing to report
         spec = read_spec(Path(folder))
         impl = open_backend(backend, spec)
         ref = ModelRef(name=name or spec.arch, version=version, alias=alias, backend=impl.name)
@@ -70,6 +72,7 @@ class Predictor:
         downloaded through MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``)."""
         from emoflow.release.registry import download_version, get_version, parse_model_uri
 
+        check_backend(backend)
         _, alias, _ = parse_model_uri(uri)
         mv = get_version(uri)  # the alias resolved once: the files are this version's
         folder = download_version(f"models:/{mv.name}/{mv.version}")

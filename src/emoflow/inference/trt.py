@@ -14,13 +14,11 @@ import numpy as np
 import torch
 
 from emoflow.errors import EmoflowError
+from emoflow.inference.availability import INSTALL_HINT
 from emoflow.inference.graph import INPUTS, OUTPUTS
 from emoflow.inference.model_dir import ENGINE_FILE, ENGINE_JSON, ModelSpec, file_sha256, read_json
 
 log = logging.getLogger(__name__)
-
-INSTALL_HINT = ("pip install tensorrt-cu13 (CUDA 13, as torch 2.14's wheels; the `gpu` extra pins "
-                "it) on a machine with an NVIDIA GPU")
 
 
 def import_tensorrt() -> Any:

@@ -31,7 +31,8 @@ def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None
 
     name = registered_name(arch)
     sha = file_sha256(model_dir / MODEL_FILE)
-    found = [v for v in client().search_model_versions(f"name = '{name}'")
+    # must_exist=False: before the first register there is no store yet, and none registered.
+    found = [v for v in client(must_exist=False).search_model_versions(f"name = '{name}'")
              if v.tags.get("model.sha256") == sha]  # fmt: skip
     if not found:
         return None

@@ -35,10 +35,9 @@ from emoflow.inference.model_dir import (
     ONNX_FILE,
     ModelSpec,
     file_sha256,
-    read_spec,
 )
 from emoflow.inference.trt import EngineRunner, import_tensorrt, machine
-from emoflow.release.export import ParityError, export_onnx, run_clips
+from emoflow.release.export import ParityError, export_onnx, read_model, run_clips
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,17 @@ WORKSPACE = 4 << 30
 
 
 def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision: str = "fp16",
-                  batch: tuple[int, int, int] = (1, 16, 64)) -> dict[str, Any]:  # fmt: skip
-    """Build, check and write ``model.engine`` + ``engine.json`` (see the module doc)."""
+                  batch: tuple[int, int, int] = (1, 16, 64), arch: str | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
+    """Build, check and write ``model.engine`` + ``engine.json`` (see the module doc); with
+    ``arch``, the folder must hold that model."""
     if precision not in PRECISIONS:
         raise EmoflowError(f"unknown precision {precision!r}; expected fp16 or fp32")
     lo, opt, hi = batch
     if not 1 <= lo <= opt <= hi:
         raise EmoflowError(f"clip batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {batch}")
     trt = import_tensorrt()  # first: without TensorRT or a GPU, say so before any work
-    spec = read_spec(model_dir)
+    spec = read_model(model_dir, arch)
     problem = onnx_problem(spec)
     if problem:
         raise EmoflowError(problem)

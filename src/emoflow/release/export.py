@@ -16,9 +16,14 @@ within ``tolerance`` (1e-4), else nothing is written and the figures are the err
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,9 @@ from emoflow.training.tasks import make_task
 log = logging.getLogger(__name__)
 
 OPSET = 20  # Deep-Emotion's spatial transformer (affine_grid) needs 20
+# Opsets each model exports at (measured with torch 2.14): FAN's einsum needs 12; Deep-Emotion's
+# affine_grid 20; 20 is the highest the TorchScript exporter supports (it only warns above).
+OPSETS = {"fan": range(12, 21), "deep_emotion": range(20, 21)}
 TOLERANCE = 1e-4
 BATCH = 16  # clips per ONNX Runtime call in the parity check (mixed lengths: padding too)
 
@@ -52,25 +60,66 @@ class ParityError(EmoflowError):
     """The exported graph does not compute what the PyTorch model computes."""
 
 
+def read_model(model_dir: Path, arch: str | None = None) -> ModelSpec:
+    """The folder's model; with ``arch``, refused unless ``model.pt`` holds that model (so
+    ``--model deep_emotion --model-dir models/fan`` does not quietly export FAN)."""
+    spec = read_spec(model_dir)
+    if arch is not None and spec.arch != arch:
+        raise InputError(spec.model_file, f"holds a {spec.arch} model, not {arch}: give "
+                         f"--model {spec.arch}, or the folder of a {arch} model")  # fmt: skip
+    return spec
+
+
+def check_opset(arch: str, opset: int) -> None:
+    """EmoflowError unless ``arch`` exports at ``opset`` (``OPSETS``)."""
+    ok = OPSETS[arch]
+    if opset not in ok:
+        span = f"{ok.start}" if len(ok) == 1 else f"{ok.start} to {ok.stop - 1}"
+        raise EmoflowError(f"--opset {opset}: {arch} exports at opset {span}")
+
+
 def export_onnx(clip_model: torch.nn.Module, spec: ModelSpec, path: Path, opset: int = OPSET
                 ) -> None:  # fmt: skip
-    """Trace the clip graph into one ONNX file with dynamic clip and frame axes."""
+    """Trace the clip graph into one ONNX file with dynamic clip and frame axes; an exporter
+    failure is one EmoflowError line (its traceback stays on the exception's cause)."""
     import onnx
 
+    check_opset(spec.arch, opset)
     dims = {"frames": {0: "clips", 1: "frames"}, "mask": {0: "clips", 1: "frames"},
             "probabilities": {0: "clips"}, "weights": {0: "clips", 1: "frames"}}  # fmt: skip
-    with torch.no_grad(), warnings.catch_warnings():
-        # Tracing warns at the models' input checks (constant under a trace, as intended) and
-        # the exporter at its own deprecations: noise in a stage's log.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(clip_model, example_inputs(spec), str(path), dynamo=False,
-                          opset_version=opset, input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), dynamic_axes=dims)  # fmt: skip
-    graph = onnx.load(str(path))
-    if _positive_perms(graph):
-        onnx.save(graph, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _stdout_kept_back():
+            # Tracing warns at the models' input checks (constant under a trace, as intended)
+            # and the exporter at its own deprecations: noise in a stage's log.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(clip_model, example_inputs(spec), str(path), dynamo=False,
+                              opset_version=opset, input_names=list(INPUTS),
+                              output_names=list(OUTPUTS), dynamic_axes=dims)  # fmt: skip
+        graph = onnx.load(str(path))
+        if _positive_perms(graph):
+            onnx.save(graph, str(path))
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # the exporter's many error types, with graph dumps in the text
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise EmoflowError(f"ONNX export of {spec.arch} at opset {opset} failed: {first}"
+                           ) from exc  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stdout_kept_back() -> Iterator[None]:
+    """File descriptor 1 into a temp file while the exporter runs: on failure its C++ side
+    prints the whole Torch IR graph (tens of KB) there, not in the exception."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _positive_perms(model: Any) -> bool:
@@ -137,9 +186,12 @@ def parity(onnx_path: Path, spec: ModelSpec, refs: list[ClipRef], tolerance: flo
 
 
 def export_model(model_dir: Path, faces_dir: Path, splits_dir: Path, opset: int = OPSET,
-                 tolerance: float = TOLERANCE) -> dict[str, Any]:  # fmt: skip
-    """Export, check parity on the test clips, then write model.onnx + export.json atomically."""
-    spec = read_spec(model_dir)
+                 tolerance: float = TOLERANCE, arch: str | None = None
+                 ) -> dict[str, Any]:  # fmt: skip
+    """Export, check parity on the test clips, then write model.onnx + export.json atomically.
+    With ``arch``, the folder must hold that model."""
+    spec = read_model(model_dir, arch)
+    check_opset(spec.arch, opset)
     manifest = splits_dir / "test.csv"
     refs = read_manifest(manifest, faces_dir, spec.classes)
     if not refs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from emoflow.release.registry import (
     registered_name,
     registry_uri,
 )
+from emoflow.release.store import store_errors
 from emoflow.training.checkpoint import files_fingerprint
 from emoflow.training.metrics import SUMMARY_METRICS, classification_report
 
@@ -66,6 +68,7 @@ class Decision:
 
 
 @global_uris()  # MLflow's stores build their own clients from the global URIs
+@store_errors()
 def promote(arch: str, metric: str = "uar", min_delta: float = 0.005,
             manifest: Path = DEFAULT_MANIFEST, faces_dir: Path = DEFAULT_FACES,
             report_path: Path | None = None, backend: str = "auto",
@@ -80,10 +83,9 @@ def promote(arch: str, metric: str = "uar", min_delta: float = 0.005,
     report_path = report_path or report_path_for(arch)
     if metric not in SUMMARY_METRICS:
         raise EmoflowError(f"unknown metric {metric!r}: one of {', '.join(SUMMARY_METRICS)}")
-    if min_delta < 0:
-        raise EmoflowError(f"--min-delta must not be negative, got {min_delta}")
+    check_min_delta(min_delta)
     name = registered_name(arch)
-    c = client()
+    c = client(writable=True)  # aliases and tags are written
     chal = get_version(f"models:/{name}/{challenger}" if challenger
                        else f"models:/{name}@{CHALLENGER}", c)  # fmt: skip
     champ = _champion(c, name)
@@ -136,6 +138,13 @@ def promote(arch: str, metric: str = "uar", min_delta: float = 0.005,
     atomic_write_text(report_path, json.dumps(record, indent=1))
     log.info("promote: %s → %s", message, report_path)
     return Decision(outcome, message, record)
+
+
+def check_min_delta(min_delta: float) -> None:
+    """A margin is a finite number ≥ 0: NaN would compare false both ways (never promote, or
+    always, by the comparison's direction) and infinity would freeze the champion."""
+    if not math.isfinite(min_delta) or min_delta < 0:
+        raise EmoflowError(f"--min-delta must be a finite number ≥ 0, got {min_delta}")
 
 
 def _now() -> str:

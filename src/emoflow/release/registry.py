@@ -9,6 +9,7 @@ test metrics, and moves the alias ``challenger`` to it. ``download_version`` tur
 
 Where the registry lives: the tracking URI (``emoflow.tracking.mlflow_utils.tracking_uri``), so
 the sqlite default and a server both work; ``MLFLOW_REGISTRY_URI`` overrides it as in MLflow.
+Before MLflow touches a store, ``emoflow.release.store.check_store`` says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emoflow.errors import EmoflowError, InputError
+from emoflow.errors import InputError
 from emoflow.inference.backends import onnx_problem
 from emoflow.inference.model_dir import (
     ENGINE_FILE,
@@ -37,6 +38,13 @@ from emoflow.inference.model_dir import (
     file_sha256,
     read_json,
     read_spec,
+)
+from emoflow.release.store import (
+    RegistryError,
+    check_store,
+    first_line,
+    registry_uri,
+    store_errors,
 )
 from emoflow.tracking.mlflow_utils import (
     _mlflow,
@@ -70,11 +78,9 @@ URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 TEST_METRICS = (*SUMMARY_METRICS, "test_clips")  # of metrics/<model>.json, tagged test.<key>
 LINEAGE_PREFIXES = ("git.", "dvc.")
 DEFAULT_DATA = (Path("data/processed/faces"), Path("data/processed/splits"))
+# Registry answers that mean "no such model, version or alias" (others are store failures).
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))/?")
-
-
-class RegistryError(EmoflowError):
-    """A registry request that cannot be answered: unknown model, version or alias."""
 
 
 def registered_name(arch: str) -> str:
@@ -104,12 +110,10 @@ class Registered:
 # --------------------------------------------------------------------------- where
 
 
-def registry_uri() -> str:
-    """``MLFLOW_REGISTRY_URI`` when set, else the tracking URI (MLflow's own rule)."""
-    return os.environ.get("MLFLOW_REGISTRY_URI", "").strip() or tracking_uri()
-
-
-def client() -> MlflowClient:
+def client(*, must_exist: bool = True, writable: bool = False) -> MlflowClient:
+    """A client of our stores, after ``check_store`` (``register`` may create the first store;
+    every other use reads one that exists)."""
+    check_store(must_exist=must_exist, writable=writable)
     mlflow = _mlflow()
     return mlflow.MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
 
@@ -171,8 +175,8 @@ def register(model_dir: Path, arch: str, params: Params, metrics_path: Path | No
 
     from emoflow.release import pyfunc_model
 
-    with global_uris():
-        c = client()
+    with global_uris(), store_errors():
+        c = client(must_exist=False, writable=True)  # the first register creates the store
         run = _training_run(c, meta.get("mlflow_run_id"))
         run_id = run.info.run_id if run is not None else None
         run_params = dict(run.data.params) if run is not None else {}
@@ -333,6 +337,9 @@ def get_version(uri: str, c: MlflowClient | None = None) -> ModelVersion:
             return c.get_model_version_by_alias(name, alias)
         return c.get_model_version(name, str(version))
     except MlflowException as exc:
+        if exc.error_code not in NOT_FOUND_CODES:
+            raise RegistryError(f"{uri}: registry {registry_uri()} failed: "
+                                f"{first_line(exc)}") from exc
         what = f"no version has alias {alias!r}" if alias else f"no version {version}"
         hint = " (run `emoflow promote`)" if alias == CHAMPION else ""
         raise RegistryError(f"{uri}: {what} in {registry_uri()}{hint} ({exc.message})") from exc
