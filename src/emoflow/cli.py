@@ -303,7 +303,7 @@ def export(
     model_dir: Path | None = ModelDirOption,
     faces: Path = FacesDirOption,
     splits: Path = SplitsOption,
-    opset: int = typer.Option(20, help="ONNX opset (Deep-Emotion's affine_grid needs 20)."),
+    opset: int = typer.Option(20, help="ONNX opset (Deep-Emotion's GridSample needs 16+)."),
     tolerance: float = typer.Option(1e-4, help="Largest |Δp| allowed against PyTorch."),
 ) -> None:
     """ONNX with a dynamic clip batch, written only if it matches PyTorch on every test clip."""

@@ -145,6 +145,34 @@ def test_the_fp16_graph_for_tensorrt_stays_within_its_tolerance(
     assert 0 < diff <= 1e-2 and (runs[0].argmax(1) == runs[1].argmax(1)).all()
 
 
+@pytest.mark.parametrize("half", [False, True])
+def test_deep_emotion_exports_without_affine_grid_and_in_fp16(
+    half: bool, exported: dict[str, Path], tiny_faces: Path, tmp_path: Path
+) -> None:
+    """TensorRT's ONNX parser has no AffineGrid: the STN's grid is a MatMul (fp32 and the fp16
+    graph ``convert`` builds from), and both run and agree with the fp32 export."""
+    spec = read_spec(exported["deep_emotion"])
+    path = exported["deep_emotion"] / ONNX_FILE
+    if half:
+        path = tmp_path / "model.fp16.onnx"
+        export_onnx(load_clip_model(spec, half=True), spec, path)
+    graph = onnx.load(str(path))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "AffineGrid" not in ops and {"MatMul", "GridSample"} <= ops
+    if half:
+        halves = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+        assert len(halves) >= 10  # the convolutions' and FC layers' weights
+    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces", spec.classes)
+    runs = []
+    for p in (path, exported["deep_emotion"] / ONNX_FILE):
+        s = onnx_session(p)
+        runs.append(run_clips(lambda f, m, s=s: s.run(None, {"frames": f, "mask": m}), refs,
+                              spec)[0])  # fmt: skip
+    diff = np.abs(runs[0] - runs[1]).max()
+    assert diff <= 1e-2 and (runs[0].argmax(1) == runs[1].argmax(1)).all()
+    assert (diff > 0) == half
+
+
 def _has_tensorrt() -> bool:
     import importlib.util
 

@@ -43,7 +43,7 @@ from emoflow.training.tasks import make_task
 
 log = logging.getLogger(__name__)
 
-OPSET = 20  # Deep-Emotion's spatial transformer (affine_grid) needs 20
+OPSET = 20  # GridSample (Deep-Emotion's spatial transformer) needs 16; 20 is current
 TOLERANCE = 1e-4
 BATCH = 16  # clips per ONNX Runtime call in the parity check (mixed lengths: padding too)
 
