@@ -321,13 +321,14 @@ def convert(
     precision: str = typer.Option("fp16", help="fp16 | fp32"),
     min_batch: int = typer.Option(1, help="Smallest clip batch of the optimisation profile."),
     opt_batch: int = typer.Option(16, help="Clip batch TensorRT tunes for."),
-    max_batch: int = typer.Option(64, help="Largest clip batch."),
+    max_batch: int = typer.Option(64, help="Largest clip batch (at least the predictor's 16)."),
+    max_frames: int = typer.Option(64, help="Most frames a clip (the service's max_faces)."),
 ) -> None:
     """A TensorRT engine from model.onnx (GPU machine with TensorRT), checked against ONNX."""
     from emoflow.release.convert import convert_model
 
     convert_model(model_dir or Path("models") / model, faces, splits, precision,
-                  (min_batch, opt_batch, max_batch))  # fmt: skip
+                  (min_batch, opt_batch, max_batch), max_frames)  # fmt: skip
 
 
 @app.command("contact-sheet")

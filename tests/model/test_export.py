@@ -195,21 +195,43 @@ def test_convert_without_tensorrt_names_what_is_missing(exported: dict[str, Path
     assert not (exported["fan"] / "model.engine").exists()
 
 
+def test_convert_refuses_a_profile_smaller_than_what_the_predictor_sends(
+    exported: dict[str, Path], tiny_faces: Path
+) -> None:
+    """Checked before TensorRT is needed: the same refusal here and on a GPU."""
+    from emoflow.release.convert import convert_model
+
+    args = (exported["fan"], tiny_faces / "faces", tiny_faces / "splits", "fp16")
+    with pytest.raises(EmoflowError, match=r"--max-batch 8 is smaller than the 16 clips"):
+        convert_model(*args, (1, 4, 8))
+    frames = read_spec(exported["fan"]).preprocessing.frames
+    with pytest.raises(EmoflowError, match=rf"--max-frames 2 is smaller than the {frames} frames"):
+        convert_model(*args, (1, 16, 64), max_frames=2)
+    assert not (exported["fan"] / "model.engine").exists()
+
+
 @pytest.mark.gpu
-def test_tensorrt_engine_agrees_with_onnx_runtime(exported: dict[str, Path], tiny_faces: Path,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tensorrt_engine_agrees_with_onnx_runtime(
+    arch: str, exported: dict[str, Path], tiny_faces: Path, tmp_path: Path
+) -> None:
+    """Both models become engines (the uint8 frames input, Deep-Emotion's spatial transformer)
+    that agree with ONNX Runtime through the predictor's own chunks."""
     if not _has_tensorrt():
         pytest.skip("needs TensorRT and a CUDA GPU")
     from emoflow.release.convert import convert_model
 
-    folder = tmp_path / "fan"
-    shutil.copytree(exported["fan"], folder)
-    info = convert_model(folder, tiny_faces / "faces", tiny_faces / "splits", "fp16", (1, 4, 8))
+    folder = tmp_path / arch
+    shutil.copytree(exported[arch], folder)
+    info = convert_model(folder, tiny_faces / "faces", tiny_faces / "splits", "fp16")
     assert info["parity"]["argmax_agreement"] >= 0.99 and info["parity"]["max_abs_diff"] <= 1e-2
+    assert info["profile"]["clips"] == [1, 16, 64] and info["profile"]["frames"][2] == 64
     t = Predictor.from_dir(folder)
     assert t.backend == "tensorrt"
     o = Predictor.from_dir(folder, backend="onnx")
-    clips = _read(sorted((tiny_faces / "faces").rglob("*.faces.zip")), False)
+    gray = t.spec.grayscale
+    clips = _read(sorted((tiny_faces / "faces").rglob("*.faces.zip")), gray)
+    clips = (clips * (1 + 40 // len(clips)))[:40]  # more clips than one predictor chunk (16)
     for a, b in zip(t.predict_face_batches(clips), o.predict_face_batches(clips), strict=True):
         assert a.label == b.label
     # An engine from another GPU or TensorRT: refused with a message, never a crash.
@@ -218,3 +240,37 @@ def test_tensorrt_engine_agrees_with_onnx_runtime(exported: dict[str, Path], tin
     with pytest.raises(EmoflowError, match="rebuild it here"):
         Predictor.from_dir(folder, backend="tensorrt")
     assert Predictor.from_dir(folder).backend == "onnx"
+
+
+@pytest.mark.gpu
+def test_an_engine_smaller_than_the_batch_splits_it_and_refuses_long_clips(
+    exported: dict[str, Path], tiny_faces: Path
+) -> None:
+    """A profile of at most 4 clips and faces.frames frames, sent 16 clips and then a longer
+    clip: split into calls that each fit (results row for row as ONNX Runtime's), and a clear
+    refusal instead of -1 shapes or another batch's results."""
+    if not _has_tensorrt():
+        pytest.skip("needs TensorRT and a CUDA GPU")
+    from emoflow.inference.trt import EngineRunner, import_tensorrt
+    from emoflow.release.convert import build_engine
+
+    folder = exported["fan"]
+    spec = read_spec(folder)
+    frames = spec.preprocessing.frames
+    engine = build_engine(import_tensorrt(), folder / ONNX_FILE, spec, "fp32", (2, 4, 4), frames)
+    runner = EngineRunner(engine, "small engine", "fan")
+    assert runner.profile.clips == (2, 4, 4) and runner.profile.frames == (1, frames, frames)
+    session = onnx_session(folder / ONNX_FILE)
+    rng = np.random.default_rng(0)
+    s, c = spec.image_size, spec.channels
+    x = rng.integers(0, 256, (16, 3, s, s, c), dtype=np.uint8)
+    mask = np.ones((16, 3), dtype=bool)
+    mask[::2, 2] = False
+    for n in (16, 1, 5):  # over the max, under the min, neither a multiple
+        got, got_w = runner.run(x[:n], mask[:n])
+        want, want_w = session.run(None, {"frames": x[:n], "mask": mask[:n]})
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-3
+        assert np.abs(got_w - want_w).max() < 1e-3
+    long = np.zeros((1, frames + 1, s, s, c), np.uint8)
+    with pytest.raises(EmoflowError, match=rf"clip of {frames + 1} frames"):
+        runner.run(long, np.ones((1, frames + 1), bool))
