@@ -206,3 +206,29 @@ def test_device_normalisation_is_the_cpu_one_bit_for_bit() -> None:
         on_gpu = normalise(t.cuda(), gray, channels_last=True)
         assert on_gpu.is_cuda and on_gpu.shape == (2, 3, 3 - 2 * gray, 40, 40)
         assert torch.equal(on_gpu.cpu(), normalise(t, gray))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_cpu_checkpoint_resumes_on_the_gpu_with_amp(tiny_faces: Path, tiny_params: Path,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """Epoch 1 on the CPU (no GPU visible), epochs 2-3 resumed on the GPU with AMP and its fused
+    optimiser: the first GPU step used to hit PyTorch's non-fused grad_scale assertion."""
+    from emoflow.config import load_params
+    from emoflow.training.trainer import train_model
+
+    one = _params(tiny_params, tmp_path / "one.yaml", workers=0, deep_emotion__epochs=1)
+    three = _params(tiny_params, tmp_path / "three.yaml", workers=0, deep_emotion__epochs=3)
+    env = {**_env(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "de"
+    done = subprocess.run(_train_cmd(one, tiny_faces, out), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["epoch"] == 1 and not saved["scaler"]  # written on the CPU: no AMP scaler
+    params = load_params(three)
+    assert params.train.amp
+    r = train_model("deep_emotion", params, tiny_faces / "faces", tiny_faces / "splits", out)
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]  # resumed, not restarted
+    assert next(r.model.parameters()).is_cuda
+    assert all(np.isfinite(h["train_loss"]) for h in r.history)
