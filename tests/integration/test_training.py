@@ -232,3 +232,21 @@ def test_a_cpu_checkpoint_resumes_on_the_gpu_with_amp(tiny_faces: Path, tiny_par
     assert [h["epoch"] for h in r.history] == [1, 2, 3]  # resumed, not restarted
     assert next(r.model.parameters()).is_cuda
     assert all(np.isfinite(h["train_loss"]) for h in r.history)
+
+
+@pytest.mark.parametrize(("wait_s", "ok"), [(600, True), (1, False)])
+def test_ranks_wait_for_rank_0_on_the_wait_groups_timeout(wait_s: int, ok: bool,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Rank 0 alone for 4 s, twice (validation; model upload) with the collectives' timeout at
+    2 s: the others wait on the gloo side group, whose timeout (EMOFLOW_DDP_WAIT_S) decides;
+    set it below rank 0's work and the wait fails instead (so the waits do use it)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(HERE / "ddp_wait_worker.py"), str(tmp_path), "4"]  # fmt: skip
+    env = {**_env(tmp_path), "EMOFLOW_DDP_TIMEOUT_S": "2", "EMOFLOW_DDP_WAIT_S": str(wait_s)}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert (out.returncode == 0) == ok, out.stderr[-3000:]
+    if ok:
+        assert {p.read_text() for p in tmp_path.glob("rank*.txt")} == {"2.0 {'war': 0.5}"}
+    else:
+        assert "timed out" in out.stderr.lower() or "timeout" in out.stderr.lower()

@@ -28,7 +28,12 @@ from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
 from emoflow.tables import read_table
 from emoflow.training import checkpoint as ckpt
-from emoflow.training.distributed import all_sum, broadcast_object, init_distributed
+from emoflow.training.distributed import (
+    all_sum,
+    broadcast_object,
+    init_distributed,
+    wait_for_all,
+)
 from emoflow.training.metrics import classification_report
 from emoflow.training.tasks import Batch, SkipCorrupt, Task, make_task, train_loader
 
@@ -289,7 +294,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                 "reductions": reductions, "bad_epochs": bad, "mlflow_run_id": logger.run_id,
             })  # fmt: skip
         if d.world > 1:
-            torch.distributed.barrier()
+            wait_for_all()  # rank 0 wrote the checkpoint alone
     if d.main:
         # The kept model lives beside the checkpoints (which DVC persists) and is copied out
         # at the end: a stage rerun that resumes a finished training restores its outputs.
