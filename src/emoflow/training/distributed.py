@@ -1,6 +1,8 @@
 """One trainer for 1 or N processes: torchrun sets the environment, DDP does the rest.
 
-``gloo`` on CPU, ``nccl`` on GPU (bound to this process's GPU with ``device_id``).
+``gloo`` on CPU, ``nccl`` on GPU (bound to this process's GPU with ``device_id``). More
+processes on a node than it has GPUs share them round-robin over ``gloo`` (NCCL takes one
+process per GPU): slower, but it runs (a DDP check on a one-GPU machine).
 ``emoflow train --processes N`` re-launches itself under ``torch.distributed.run`` so users need
 not type torchrun's options.
 
@@ -13,6 +15,7 @@ and its MLflow upload) go through a ``gloo`` side group with ``EMOFLOW_DDP_WAIT_
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_ENV, WAIT_ENV = "EMOFLOW_DDP_TIMEOUT_S", "EMOFLOW_DDP_WAIT_S"
 _wait_group: Any = None  # the gloo side group for waits on rank 0 (see the module doc)
@@ -52,13 +57,19 @@ def init_distributed() -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    gpus = torch.cuda.device_count() if cuda else 0
+    device = torch.device(f"cuda:{local % gpus}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         global _wait_group
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=_seconds(TIMEOUT_ENV, 1800),
-                                device_id=device if cuda else None)  # fmt: skip
+        shared = cuda and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > gpus
+        backend = "nccl" if cuda and not shared else "gloo"
+        if shared and rank == 0:
+            log.warning("train: more processes per node than its %d GPU(s): they share them, "
+                        "over gloo (NCCL takes one process per GPU)", gpus)  # fmt: skip
+        dist.init_process_group(backend, timeout=_seconds(TIMEOUT_ENV, 1800),
+                                device_id=device if backend == "nccl" else None)  # fmt: skip
         _wait_group = dist.new_group(backend="gloo", timeout=_seconds(WAIT_ENV, 7200))
     return Dist(rank, world, local, device)
 
