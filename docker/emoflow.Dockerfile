@@ -33,6 +33,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # to leave behind), and a copy would write the 8 GB twice more (a layer and a temporary blob),
 # more than a CI machine's disk holds beside the previous image.
 FROM ${PYTHON_IMAGE} AS venv
+# The CPU image's label here, where it stood before the venv layers (Podman's cache keeps them);
+# the GPU stage sets its own.
+LABEL org.opencontainers.image.title="emoflow" \
+      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
 # Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
 # mounted into the build with `-v`); unset elsewhere, pip uses PyPI alone.
 ARG PIP_EXTRA_INDEX_URL
@@ -56,8 +60,6 @@ RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-h
 
 # --- CPU runtime ----------------------------------------------------------------------------------
 FROM venv AS cpu
-LABEL org.opencontainers.image.title="emoflow" \
-      org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
 # COPY, not a bind mount: Podman's layer cache keys a RUN on its text, not on a mount's content
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
