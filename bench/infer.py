@@ -8,9 +8,12 @@ predict   one 6-second 640×480 30 fps clip (a real photograph's face drifting a
 
 Uses models/<arch>/model.pt when it is there, else an untrained model of the same shape (speed
 does not depend on the weights). Last line: `infer speedup: <ratio>x` (ONNX Runtime over eager,
-FAN, batch 16).
+FAN, batch 16). With `--cuda`, the GPU runtimes only (PyTorch on CUDA, ONNX Runtime's CUDA
+provider where this onnxruntime has it, TensorRT where installed; each one it cannot run is
+named with the reason) and the model part only; last line `infer cuda: ...` (ms per clip, FAN,
+batch 16).
 
-    .venv/bin/python bench/infer.py [--repeats 5] [--models models]
+    .venv/bin/python bench/infer.py [--repeats 5] [--models models] [--cuda]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 from emoflow.config import load_params
 from emoflow.fsio import atomic_write_text
 from emoflow.inference import Predictor
-from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_session
+from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_has_cuda, onnx_session
 from emoflow.inference.graph import load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.media.video import MediaWriter
@@ -84,15 +87,21 @@ def per_clip_ms(run: Callable[[], object], clips: int, repeats: int) -> float:
     return 1e3 * statistics.median(times) / clips
 
 
-def runtimes(folder: Path, spec: ModelSpec) -> dict[str, Callable]:
-    eager = TorchBackend(spec, "cpu")
-    sess = onnx_session(folder / ONNX_FILE)
-    out: dict[str, Callable] = {
-        "eager": eager.run,
-        "onnxruntime": lambda f, m: sess.run(None, {"frames": f, "mask": m}),
-    }
+def runtimes(folder: Path, spec: ModelSpec, cuda_only: bool = False) -> dict[str, Callable]:
+    out: dict[str, Callable] = {}
+    if not cuda_only:
+        eager = TorchBackend(spec, "cpu")
+        sess = onnx_session(folder / ONNX_FILE)
+        out["eager"] = eager.run
+        out["onnxruntime"] = lambda f, m: sess.run(None, {"frames": f, "mask": m})
     if torch.cuda.is_available():  # for reference on a GPU machine (not in the ratio)
         out["eager-cuda"] = TorchBackend(spec, "cuda").run
+    if cuda_only and onnx_has_cuda():
+        gpu_sess = onnx_session(folder / ONNX_FILE)
+        out["onnxruntime-cuda"] = lambda f, m: gpu_sess.run(None, {"frames": f, "mask": m})
+    elif cuda_only:
+        print("  (onnxruntime-cuda skipped: this onnxruntime has no CUDA provider, the CPU "
+              "build the project pins)")  # fmt: skip
     try:
         from emoflow.inference.trt import EngineRunner, import_tensorrt
         from emoflow.release.convert import build_engine
@@ -132,7 +141,10 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--skip-predict", action="store_true",
                     help="model timings only (a machine without dlib's landmark models)")
+    ap.add_argument("--cuda", action="store_true", help="the GPU runtimes only (model timings)")
     args = ap.parse_args()
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("bench/infer.py --cuda: no CUDA device visible to PyTorch")
     threads = cpu_threads()
     torch.set_num_threads(threads)
     print(f"threads: torch {torch.get_num_threads()}, onnxruntime {threads} (cores {threads})")
@@ -145,7 +157,7 @@ def main() -> None:
             trained = (args.models / arch / ckpt.MODEL_FILE).exists()
             print(f"{arch}: {spec.image_size} px, {spec.preprocessing.frames} frames a clip "
                   f"({'models/' + arch if trained else 'untrained weights'})")  # fmt: skip
-            for name, run in runtimes(folder, spec).items():
+            for name, run in runtimes(folder, spec, args.cuda).items():
                 for b in (1, 16):
                     x, m = clip_batch(spec, b)
                     ms = per_clip_ms(lambda run=run, x=x, m=m: run(x, m), b, args.repeats)
@@ -153,10 +165,18 @@ def main() -> None:
             for b in (1, 16):
                 row = ", ".join(f"{n} {results[(arch, b, n)]:.1f}" for _, bb, n in
                                 [k for k in results if k[0] == arch and k[1] == b])  # fmt: skip
+                if args.cuda:
+                    print(f"  batch {b:2d}: ms per clip: {row}")
+                    continue
                 ratio = results[(arch, b, "eager")] / results[(arch, b, "onnxruntime")]
                 print(f"  batch {b:2d}: ms per clip: {row}; onnxruntime {ratio:.2f}x eager")
-        if not args.skip_predict:
+        if not args.skip_predict and not args.cuda:
             predict_timings(folders["fan"], tmp)
+    if args.cuda:
+        row = ", ".join(f"{n} {ms:.2f}" for (a, b, n), ms in results.items()
+                        if a == "fan" and b == 16)  # fmt: skip
+        print(f"infer cuda: {row} (ms per clip, fan, batch 16)")
+        return
     speedup = results[("fan", 16, "eager")] / results[("fan", 16, "onnxruntime")]
     print(f"infer speedup: {speedup:.2f}x")
 

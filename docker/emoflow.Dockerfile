@@ -7,8 +7,6 @@
 # Without a registry (CI here): --build-arg PYTHON_IMAGE=localhost/python:3.11 (docker/base/).
 # Behind a TLS-inspecting proxy: --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
 
 # --- the pinned requirements, read from pyproject.toml: the venv layer below is keyed on this
 # list alone, so editing pyproject's other parts (tools, docs) keeps it cached --------------------
@@ -30,11 +28,13 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv /tmp/build && /tmp/build/bin/pip wheel --no-deps -w /wheels .
 
-# --- CPU runtime ----------------------------------------------------------------------------------
+# --- the venv both runtimes share ----------------------------------------------------------------
 # The venv is installed here, not copied from a build stage: every package is a wheel (no compiler
 # to leave behind), and a copy would write the 8 GB twice more (a layer and a temporary blob),
 # more than a CI machine's disk holds beside the previous image.
-FROM ${PYTHON_IMAGE} AS cpu
+FROM ${PYTHON_IMAGE} AS venv
+# The CPU image's label here, where it stood before the venv layers (Podman's cache keeps them);
+# the GPU stage sets its own.
 LABEL org.opencontainers.image.title="emoflow" \
       org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CPU)"
 # Local wheel indexes, where a site keeps them (CI here: torch's CUDA wheels lie on local disk,
@@ -57,6 +57,9 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
+
+# --- CPU runtime ----------------------------------------------------------------------------------
+FROM venv AS cpu
 # COPY, not a bind mount: Podman's layer cache keys a RUN on its text, not on a mount's content
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
@@ -83,30 +86,33 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
 ENTRYPOINT ["emoflow-entrypoint"]
 CMD ["emoflow", "--help"]
 
-# --- GPU: the same venv on NVIDIA's CUDA runtime with cuDNN, plus TensorRT ----------------------
-FROM ${UV_IMAGE} AS uv
-FROM ${CUDA_IMAGE} AS gpu
+# --- GPU: the same venv plus TensorRT -------------------------------------------------------------
+# No CUDA base image: torch's CUDA 13 wheels already bring the CUDA runtime, cuBLAS and cuDNN
+# (the venv above is the same in both images), and TensorRT's wheels bring TensorRT; the NVIDIA
+# Container Toolkit mounts the host's driver. NVIDIA's cudnn-runtime image would add those
+# libraries a second time (several GB). Needs an NVIDIA driver >= 580 (CUDA 13): the toolkit
+# checks NVIDIA_REQUIRE_CUDA when the container starts.
+FROM venv AS gpu
 LABEL org.opencontainers.image.title="emoflow" \
       org.opencontainers.image.description="emoflow: CLI, Prefect flows and the BentoML service (CUDA, TensorRT)"
-ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy
-WORKDIR /src
-COPY constraints.txt ./
-COPY --from=requirements /src/requirements-gpu.txt ./requirements.txt
-# As in the CPU image: the venv is installed in place, in a layer of its own.
-RUN --mount=type=cache,target=/root/.cache/uv \
-    --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
-    uv python install 3.11.11 \
-    && uv venv --python 3.11.11 /opt/emoflow \
-    && uv pip install --python /opt/emoflow/bin/python -c constraints.txt -r requirements.txt
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
-    && rm -rf /var/lib/apt/lists/*
-RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
+ARG PIP_EXTRA_INDEX_URL
+ARG TENSORRT_INDEX=https://pypi.nvidia.com/tensorrt-cu13-libs/
+COPY --from=requirements /src/requirements-gpu.txt ./requirements-gpu.txt
+# tensorrt-cu13's packages on PyPI are stubs that download the TensorRT libraries from NVIDIA's
+# own index (pypi.nvidia.com) while they install: a build that cannot reach it stops here, saying
+# so, instead of deep inside pip's metadata step.
+RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=30)" \
+        "${TENSORRT_INDEX}" \
+    || { echo "error: ${TENSORRT_INDEX} is unreachable: the TensorRT libraries (tensorrt-cu13, the gpu extra) are fetched from NVIDIA's index at install time" >&2; exit 1; }
+# The gpu extra on top of the shared venv (its other pins are already there).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
+    /opt/emoflow/bin/pip install -c constraints.txt -r requirements-gpu.txt
 COPY --from=wheel /wheels /tmp/wheels
-RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
-    uv pip install --python /opt/emoflow/bin/python --no-deps /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels
+RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, tensorrt, onnxruntime, bentoml, prefect, mlflow; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'TensorRT', tensorrt.__version__)"
 WORKDIR /app
 # The project tree (what .dockerignore lets through): the worker's workspace template, since
 # dvc.yaml's stages depend on the source files; the flows and the service code.
@@ -120,7 +126,8 @@ ENV PATH=/opt/emoflow/bin:$PATH \
     GX_ANALYTICS_ENABLED=false \
     EMOFLOW_HEALTH_URL=http://127.0.0.1:3000/livez \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA="cuda>=13.0"
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['EMOFLOW_HEALTH_URL'], timeout=4)"]

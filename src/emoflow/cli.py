@@ -355,9 +355,9 @@ def export(
     faces: Path = FacesDirOption,
     splits: Path = SplitsOption,
     # The range the exporter and FAN support (export.OPSETS; a test checks they agree), so a
-    # wrong number is a usage error before torch loads; Deep-Emotion needs 20 (checked there).
+    # wrong number is a usage error before torch loads; Deep-Emotion needs 16+ (checked there).
     opset: int = typer.Option(
-        20, min=12, max=20, help="ONNX opset, 12-20 (Deep-Emotion's affine_grid needs 20)."
+        20, min=12, max=20, help="ONNX opset, 12-20 (Deep-Emotion's GridSample needs 16+)."
     ),
     tolerance: float = typer.Option(1e-4, help="Largest |Δp| allowed against PyTorch."),
 ) -> None:
@@ -377,13 +377,14 @@ def convert(
     precision: str = typer.Option("fp16", help="fp16 | fp32"),
     min_batch: int = typer.Option(1, help="Smallest clip batch of the optimisation profile."),
     opt_batch: int = typer.Option(16, help="Clip batch TensorRT tunes for."),
-    max_batch: int = typer.Option(64, help="Largest clip batch."),
+    max_batch: int = typer.Option(64, help="Largest clip batch (at least the predictor's 16)."),
+    max_frames: int = typer.Option(64, help="Most frames a clip (the service's max_faces)."),
 ) -> None:
     """A TensorRT engine from model.onnx (GPU machine with TensorRT), checked against ONNX."""
     from emoflow.release.convert import convert_model
 
     convert_model(model_dir or Path("models") / model, faces, splits, precision,
-                  (min_batch, opt_batch, max_batch), arch=model)  # fmt: skip
+                  (min_batch, opt_batch, max_batch), max_frames, arch=model)  # fmt: skip
 
 
 @app.command("contact-sheet")

@@ -79,6 +79,50 @@ def test_compose_reads_secrets_from_env_only() -> None:
     assert config["services"]["worker"]["shm_size"]
 
 
+def test_gpu_profile_gives_training_and_the_service_the_gpus_env_names(tmp_path: Path) -> None:
+    """Not `count: all` beside `count: 1` (both on GPU 0): the ids .env gives each."""
+
+    def devices(env: Path) -> dict[str, list]:
+        done = _run(compose_binary(), "-f", "docker/compose.yaml", "--env-file", str(env),
+                    "--profile", "gpu", "config", "--format", "json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        services = json.loads(done.stdout)["services"]
+        return {n: services[n]["deploy"]["resources"]["reservations"]["devices"]
+                for n in ("worker-gpu", "service-gpu")}  # fmt: skip
+
+    example = devices(ROOT / "docker/.env.example")
+    assert [d[0]["device_ids"] for d in example.values()] == [["0"], ["1"]]
+    assert not any("count" in d for ds in example.values() for d in ds)
+    env = tmp_path / ".env"
+    env.write_text((ROOT / "docker/.env.example").read_text()
+                   + "WORKER_GPUS=1,2,3\nSERVICE_GPU=0\n")  # fmt: skip
+    assert [d[0]["device_ids"] for d in devices(env).values()] == [["1,2,3"], ["0"]]
+
+
+def _stage(dockerfile: Path, name: str) -> str:
+    """The text of one build stage (FROM ... AS name up to the next FROM)."""
+    text = dockerfile.read_text()
+    start = text.index(f" AS {name}\n")
+    end = text.find("\nFROM ", start)
+    return text[start : end if end > 0 else None]
+
+
+def test_gpu_image_is_the_shared_venv_plus_tensorrt_checked_at_build() -> None:
+    dockerfile = ROOT / "docker/emoflow.Dockerfile"
+    text = dockerfile.read_text()
+    assert "FROM venv AS gpu" in text and "FROM venv AS cpu" in text  # one venv, both images
+    assert "nvidia/cuda" not in text  # torch's and TensorRT's wheels carry CUDA and cuDNN
+    gpu = _stage(dockerfile, "gpu")
+    runs = [r for r in gpu.split("\nRUN ")[1:] if "pip install" in r and "-r requirements" in r]
+    assert runs and all("--mount=type=secret,id=ca," in r for r in runs)  # the proxy's CA
+    assert "uv " not in gpu  # pip, as the CPU image: PIP_* settings apply
+    reach = gpu.index("pypi.nvidia.com")
+    assert reach < gpu.index("-r requirements-gpu.txt")  # fails early, saying why
+    assert "is unreachable" in gpu and "exit 1" in gpu
+    assert "import emoflow, dlib, cv2, av, torch, tensorrt" in gpu
+    assert 'NVIDIA_REQUIRE_CUDA="cuda>=13.0"' in gpu
+
+
 def _render(path: str) -> list[dict]:
     done = _run(_tool("kubectl"), "kustomize", path)
     assert done.returncode == 0, done.stderr
@@ -105,6 +149,8 @@ def test_gpu_overlay_requests_gpus() -> None:
                    if d["kind"] == "Deployment" and d["metadata"]["name"] == "emotion")
     container = emotion["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # The GPU limit schedules the pod; a node label exists only with GPU Feature Discovery.
+    assert "nodeSelector" not in emotion["spec"]["template"]["spec"]
     assert container["image"].endswith(":gpu")
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"

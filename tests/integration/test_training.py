@@ -206,3 +206,47 @@ def test_device_normalisation_is_the_cpu_one_bit_for_bit() -> None:
         on_gpu = normalise(t.cuda(), gray, channels_last=True)
         assert on_gpu.is_cuda and on_gpu.shape == (2, 3, 3 - 2 * gray, 40, 40)
         assert torch.equal(on_gpu.cpu(), normalise(t, gray))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_cpu_checkpoint_resumes_on_the_gpu_with_amp(tiny_faces: Path, tiny_params: Path,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """Epoch 1 on the CPU (no GPU visible), epochs 2-3 resumed on the GPU with AMP and its fused
+    optimiser: the first GPU step used to hit PyTorch's non-fused grad_scale assertion."""
+    from emoflow.config import load_params
+    from emoflow.training.trainer import train_model
+
+    one = _params(tiny_params, tmp_path / "one.yaml", workers=0, deep_emotion__epochs=1)
+    three = _params(tiny_params, tmp_path / "three.yaml", workers=0, deep_emotion__epochs=3)
+    env = {**_env(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "de"
+    done = subprocess.run(_train_cmd(one, tiny_faces, out), cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["epoch"] == 1 and not saved["scaler"]  # written on the CPU: no AMP scaler
+    params = load_params(three)
+    assert params.train.amp
+    r = train_model("deep_emotion", params, tiny_faces / "faces", tiny_faces / "splits", out)
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]  # resumed, not restarted
+    assert next(r.model.parameters()).is_cuda
+    assert all(np.isfinite(h["train_loss"]) for h in r.history)
+
+
+@pytest.mark.parametrize(("wait_s", "ok"), [(600, True), (1, False)])
+def test_ranks_wait_for_rank_0_on_the_wait_groups_timeout(wait_s: int, ok: bool,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Rank 0 alone for 4 s, twice (validation; model upload) with the collectives' timeout at
+    2 s: the others wait on the gloo side group, whose timeout (EMOFLOW_DDP_WAIT_S) decides;
+    set it below rank 0's work and the wait fails instead (so the waits do use it)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(HERE / "ddp_wait_worker.py"), str(tmp_path), "4"]  # fmt: skip
+    env = {**_env(tmp_path), "EMOFLOW_DDP_TIMEOUT_S": "2", "EMOFLOW_DDP_WAIT_S": str(wait_s)}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert (out.returncode == 0) == ok, out.stderr[-3000:]
+    if ok:
+        assert {p.read_text() for p in tmp_path.glob("rank*.txt")} == {"2.0 {'war': 0.5}"}
+    else:
+        assert "timed out" in out.stderr.lower() or "timeout" in out.stderr.lower()

@@ -95,3 +95,23 @@ def test_gradients_reach_stn_and_regularised_layers(model: DeepEmotion) -> None:
     # The zero last layer blocks gradient into the localisation net until it has moved.
     assert model.stn.localisation[0].weight.grad is not None
     assert model.stn.localisation[0].weight.grad.abs().sum() == 0
+
+
+def test_stn_grid_is_pytorchs_affine_grid_and_sampling(model: DeepEmotion) -> None:
+    """The MatMul grid (what TensorRT can parse) against F.affine_grid / F.grid_sample, for
+    learnt-looking (non-identity) transforms; model files keep their keys."""
+    torch.manual_seed(1)
+    nn.init.normal_(model.stn.regressor[-1].weight, 0.0, 0.05)
+    x = torch.randn(6, 1, 48, 48)
+    theta = model.stn.theta(x)
+    assert (theta - torch.tensor([1.0, 0, 0, 0, 1, 0]).view(2, 3)).abs().max() > 0.05
+    want_grid = F.affine_grid(theta, [6, 1, 48, 48], align_corners=False)
+    assert torch.allclose(model.stn.grid(theta), want_grid, atol=1e-6)
+    want = F.grid_sample(x, want_grid, align_corners=False)
+    # float32 rounding of the grid (~1e-7) times the noise image's steep pixel steps
+    assert (model.stn(x) - want).abs().max() < 1e-4
+    rgb = build_deep_emotion(3, input_size=64, channels=3)
+    t = torch.randn(2, 2, 3)
+    assert torch.allclose(rgb.stn.grid(t), F.affine_grid(t, [2, 3, 64, 64], align_corners=False),
+                          atol=1e-6)  # fmt: skip
+    assert not any("base_grid" in k for k in model.state_dict())

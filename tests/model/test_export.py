@@ -18,13 +18,16 @@ from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError
 from emoflow.inference import Predictor
-from emoflow.inference.backends import onnx_session
+from emoflow.inference.backends import onnx_has_cuda, onnx_session
 from emoflow.inference.graph import load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, read_spec
 from emoflow.release.export import ParityError, export_model, export_onnx, run_clips
 from emoflow.training.trainer import train_model
 
 ARCHS = ("fan", "deep_emotion")
+# What auto serves a current export with: ONNX Runtime, except on a GPU machine whose
+# onnxruntime has no CUDA provider (then PyTorch on the GPU, not a CPU runtime).
+AUTO_EXPORT = "torch" if torch.cuda.is_available() and not onnx_has_cuda() else "onnx"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_torch_and_onnx_backends_agree_on_the_same_clips(arch: str, exported: di
                                                          tiny_faces: Path) -> None:  # fmt: skip
     t = Predictor.from_dir(exported[arch], backend="torch")
     o = Predictor.from_dir(exported[arch], backend="onnx")
-    assert Predictor.from_dir(exported[arch]).backend == "onnx"  # auto prefers the export
+    assert Predictor.from_dir(exported[arch]).backend == AUTO_EXPORT
     files = sorted((tiny_faces / "faces").rglob("*.faces.zip"))
     clips = [c[: 1 + i % 6] for i, c in enumerate(_read(files, t.spec.grayscale))]  # 1..6 frames
     # On a GPU the torch backend's convolutions run in TF32 (PyTorch's default for cuDNN):
@@ -145,6 +148,34 @@ def test_the_fp16_graph_for_tensorrt_stays_within_its_tolerance(
     assert 0 < diff <= 1e-2 and (runs[0].argmax(1) == runs[1].argmax(1)).all()
 
 
+@pytest.mark.parametrize("half", [False, True])
+def test_deep_emotion_exports_without_affine_grid_and_in_fp16(
+    half: bool, exported: dict[str, Path], tiny_faces: Path, tmp_path: Path
+) -> None:
+    """TensorRT's ONNX parser has no AffineGrid: the STN's grid is a MatMul (fp32 and the fp16
+    graph ``convert`` builds from), and both run and agree with the fp32 export."""
+    spec = read_spec(exported["deep_emotion"])
+    path = exported["deep_emotion"] / ONNX_FILE
+    if half:
+        path = tmp_path / "model.fp16.onnx"
+        export_onnx(load_clip_model(spec, half=True), spec, path)
+    graph = onnx.load(str(path))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "AffineGrid" not in ops and {"MatMul", "GridSample"} <= ops
+    if half:
+        halves = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+        assert len(halves) >= 10  # the convolutions' and FC layers' weights
+    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces", spec.classes)
+    runs = []
+    for p in (path, exported["deep_emotion"] / ONNX_FILE):
+        s = onnx_session(p)
+        runs.append(run_clips(lambda f, m, s=s: s.run(None, {"frames": f, "mask": m}), refs,
+                              spec)[0])  # fmt: skip
+    diff = np.abs(runs[0] - runs[1]).max()
+    assert diff <= 1e-2 and (runs[0].argmax(1) == runs[1].argmax(1)).all()
+    assert (diff > 0) == half
+
+
 def _has_tensorrt() -> bool:
     import importlib.util
 
@@ -167,21 +198,43 @@ def test_convert_without_tensorrt_names_what_is_missing(exported: dict[str, Path
     assert not (exported["fan"] / "model.engine").exists()
 
 
+def test_convert_refuses_a_profile_smaller_than_what_the_predictor_sends(
+    exported: dict[str, Path], tiny_faces: Path
+) -> None:
+    """Checked before TensorRT is needed: the same refusal here and on a GPU."""
+    from emoflow.release.convert import convert_model
+
+    args = (exported["fan"], tiny_faces / "faces", tiny_faces / "splits", "fp16")
+    with pytest.raises(EmoflowError, match=r"--max-batch 8 is smaller than the 16 clips"):
+        convert_model(*args, (1, 4, 8))
+    frames = read_spec(exported["fan"]).preprocessing.frames
+    with pytest.raises(EmoflowError, match=rf"--max-frames 2 is smaller than the {frames} frames"):
+        convert_model(*args, (1, 16, 64), max_frames=2)
+    assert not (exported["fan"] / "model.engine").exists()
+
+
 @pytest.mark.gpu
-def test_tensorrt_engine_agrees_with_onnx_runtime(exported: dict[str, Path], tiny_faces: Path,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tensorrt_engine_agrees_with_onnx_runtime(
+    arch: str, exported: dict[str, Path], tiny_faces: Path, tmp_path: Path
+) -> None:
+    """Both models become engines (the uint8 frames input, Deep-Emotion's spatial transformer)
+    that agree with ONNX Runtime through the predictor's own chunks."""
     if not _has_tensorrt():
         pytest.skip("needs TensorRT and a CUDA GPU")
     from emoflow.release.convert import convert_model
 
-    folder = tmp_path / "fan"
-    shutil.copytree(exported["fan"], folder)
-    info = convert_model(folder, tiny_faces / "faces", tiny_faces / "splits", "fp16", (1, 4, 8))
+    folder = tmp_path / arch
+    shutil.copytree(exported[arch], folder)
+    info = convert_model(folder, tiny_faces / "faces", tiny_faces / "splits", "fp16")
     assert info["parity"]["argmax_agreement"] >= 0.99 and info["parity"]["max_abs_diff"] <= 1e-2
+    assert info["profile"]["clips"] == [1, 16, 64] and info["profile"]["frames"][2] == 64
     t = Predictor.from_dir(folder)
     assert t.backend == "tensorrt"
     o = Predictor.from_dir(folder, backend="onnx")
-    clips = _read(sorted((tiny_faces / "faces").rglob("*.faces.zip")), False)
+    gray = t.spec.grayscale
+    clips = _read(sorted((tiny_faces / "faces").rglob("*.faces.zip")), gray)
+    clips = (clips * (1 + 40 // len(clips)))[:40]  # more clips than one predictor chunk (16)
     for a, b in zip(t.predict_face_batches(clips), o.predict_face_batches(clips), strict=True):
         assert a.label == b.label
     # An engine from another GPU or TensorRT: refused with a message, never a crash.
@@ -189,4 +242,42 @@ def test_tensorrt_engine_agrees_with_onnx_runtime(exported: dict[str, Path], tin
     (folder / "engine.json").write_text(json.dumps({**meta, "gpu": "Some Other GPU"}))
     with pytest.raises(EmoflowError, match="rebuild it here"):
         Predictor.from_dir(folder, backend="tensorrt")
-    assert Predictor.from_dir(folder).backend == "onnx"
+    fallback = Predictor.from_dir(folder)
+    assert fallback.backend == AUTO_EXPORT
+    assert "rebuild it here" in fallback.info()["backend_reason"]
+
+
+@pytest.mark.gpu
+def test_an_engine_smaller_than_the_batch_splits_it_and_refuses_long_clips(
+    exported: dict[str, Path], tiny_faces: Path
+) -> None:
+    """A profile of at most 4 clips and faces.frames frames, sent 16 clips and then a longer
+    clip: split into calls that each fit (results row for row as ONNX Runtime's), and a clear
+    refusal instead of -1 shapes or another batch's results."""
+    if not _has_tensorrt():
+        pytest.skip("needs TensorRT and a CUDA GPU")
+    from emoflow.inference.trt import EngineRunner, import_tensorrt
+    from emoflow.release.convert import build_engine
+
+    folder = exported["fan"]
+    spec = read_spec(folder)
+    frames = spec.preprocessing.frames
+    engine = build_engine(import_tensorrt(), folder / ONNX_FILE, spec, "fp32", (2, 4, 4), frames)
+    runner = EngineRunner(engine, "small engine", "fan")
+    # its own stream, not torch's legacy default one (extra synchronisation, TensorRT warns)
+    assert runner._stream is not None and runner._stream != torch.cuda.default_stream()
+    assert runner.profile.clips == (2, 4, 4) and runner.profile.frames == (1, frames, frames)
+    session = onnx_session(folder / ONNX_FILE)
+    rng = np.random.default_rng(0)
+    s, c = spec.image_size, spec.channels
+    x = rng.integers(0, 256, (16, 3, s, s, c), dtype=np.uint8)
+    mask = np.ones((16, 3), dtype=bool)
+    mask[::2, 2] = False
+    for n in (16, 1, 5):  # over the max, under the min, neither a multiple
+        got, got_w = runner.run(x[:n], mask[:n])
+        want, want_w = session.run(None, {"frames": x[:n], "mask": mask[:n]})
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-3
+        assert np.abs(got_w - want_w).max() < 1e-3
+    long = np.zeros((1, frames + 1, s, s, c), np.uint8)
+    with pytest.raises(EmoflowError, match=rf"clip of {frames + 1} frames"):
+        runner.run(long, np.ones((1, frames + 1), bool))

@@ -165,6 +165,8 @@ def test_backends_and_model_uris_are_checked(tiny_models: dict[str, Path], tmp_p
         Predictor.from_dir(tiny_models["fan"], backend="onnx")
     with pytest.raises(InputError, match="not a model folder"):
         Predictor.from_dir(tmp_path)
-    assert Predictor.from_dir(tiny_models["fan"]).backend == "torch"  # auto, nothing exported
+    auto = Predictor.from_dir(tiny_models["fan"])
+    assert auto.backend == "torch"  # auto, nothing exported: and it says why
+    assert "run `emoflow export` first" in auto.info()["backend_reason"]
     with pytest.raises(EmoflowError, match="not a model URI"):  # refused before any lookup
         Predictor.from_uri("runs:/abc/model")

@@ -12,7 +12,15 @@ import torch
 from emoflow.config import load_params
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.evaluate import evaluate_model
-from emoflow.training.trainer import TrainingError, lr_at, resolve_classes, train_model
+from emoflow.training.tasks import make_task
+from emoflow.training.trainer import (
+    TrainingError,
+    _optimizer,
+    lr_at,
+    resolve_classes,
+    restore_optimizer,
+    train_model,
+)
 
 
 def test_lr_follows_milestones_then_plateau_divisions() -> None:
@@ -21,6 +29,43 @@ def test_lr_follows_milestones_then_plateau_divisions() -> None:
     assert lr_at(0.1, ms, 249, 0, 10) == 0.1
     assert lr_at(0.1, ms, 250, 0, 10) == 0.02
     assert lr_at(0.1, ms, 300, 2, 10) == pytest.approx(0.0002)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+@pytest.mark.parametrize(("saved_on", "resumed_on"), [("cpu", "cuda"), ("cuda", "cpu")])
+def test_a_checkpoint_resumes_with_this_devices_optimiser_kernels(
+    name: str, saved_on: str, resumed_on: str
+) -> None:
+    """A CPU checkpoint resumed on a GPU with AMP: the fused optimiser the GPU run builds must
+    stay fused after loading, or the scaler's grad_scale hits PyTorch's non-fused assertion at
+    the first step (reproduced on the CPU: its optimisers have fused kernels and GradScaler
+    works there too). The other way, the CPU keeps its default kernels."""
+    from emoflow.config import Params
+
+    params = Params.model_validate({"train": {"deep_emotion": {"optimizer": {"name": name}}}})
+    task = make_task("deep_emotion", params.train.fan, params.train.deep_emotion, 0)
+    torch.manual_seed(0)
+    model = task.build(3)
+    x, y = torch.randn(8, 1, 48, 48), torch.randint(0, 3, (8,))
+
+    def step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        opt.zero_grad()
+        scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    # _optimizer decides the kernels from the device type alone (fused on CUDA).
+    before = _optimizer(model, task, torch.device(saved_on))
+    step(before, torch.amp.GradScaler("cpu", enabled=saved_on == "cuda"))
+    saved = before.state_dict()
+    after = _optimizer(model, task, torch.device(resumed_on))
+    restore_optimizer(after, saved)
+    fused = True if resumed_on == "cuda" else None
+    assert all(g["fused"] is fused for g in after.param_groups)
+    assert after.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]
+    assert len(after.state) == len(before.state)  # moments / momentum restored
+    step(after, torch.amp.GradScaler("cpu", enabled=resumed_on == "cuda"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_classes_come_from_the_data(tmp_path: Path) -> None:

@@ -19,17 +19,6 @@ def has_gpu() -> bool:
 
 
 def backend_reason(predictor: Predictor) -> str:
-    """One line: why ``auto`` (or the configured backend) gave this backend."""
-    from emoflow.inference import trt
-    from emoflow.inference.backends import onnx_problem
-
-    spec = predictor.spec
-    chosen = predictor.backend
-    if chosen == "tensorrt":
-        return "TensorRT engine built for this GPU and TensorRT version"
-    no_trt = trt.unusable(spec) or "TensorRT not asked for"
-    if chosen == "onnx":
-        providers = predictor.info().get("providers") or []
-        return f"ONNX Runtime ({', '.join(providers) or 'CPU'}); no TensorRT: {no_trt}"
-    problem = onnx_problem(spec) or "ONNX Runtime not asked for"
-    return f"PyTorch; no TensorRT: {no_trt}; no ONNX: {problem}"
+    """One line: why ``auto`` (or the configured backend) gave this backend (the inference
+    core records it when it opens the backend)."""
+    return str(predictor.info().get("backend_reason") or predictor.backend)

@@ -5,8 +5,11 @@
   session options set for speed;
 - ``tensorrt``: a TensorRT engine (``emoflow.inference.trt``, imported only when asked for).
 
-``auto`` takes TensorRT when an engine is there and usable, else ONNX when ``model.onnx`` is
-there and current, else torch.
+``auto`` takes TensorRT when an engine is there and usable; else ONNX Runtime when
+``model.onnx`` is there and current, unless a CUDA GPU is visible and this onnxruntime has no
+CUDA provider (the pinned ``onnxruntime`` is the CPU build: a CPU runtime is never preferred
+over PyTorch on the GPU); else torch. Each backend carries the ``reason`` it was chosen for
+(the service's ``/info`` and ``emoflow predict``'s log show it).
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ log = logging.getLogger(__name__)
 
 class Backend(Protocol):
     name: str
+    reason: str  # why this backend serves (open_backend sets it)
 
     def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class TorchBackend:
     name = "torch"
+    reason = "asked for (backend torch)"
 
     def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -68,8 +73,16 @@ def onnx_session(path: os.PathLike | str, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
+def onnx_has_cuda() -> bool:
+    """Whether this onnxruntime build has the CUDA provider (onnxruntime-gpu), not the CPU one."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 class OnnxBackend:
     name = "onnx"
+    reason = "asked for (backend onnx)"
 
     def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
         problem = onnx_problem(spec)
@@ -97,22 +110,46 @@ def onnx_problem(spec: ModelSpec) -> str | None:
     return None
 
 
+def auto_choice(no_trt: str | None, no_onnx: str | None, cuda: bool, onnx_cuda: bool
+                ) -> tuple[str, str]:  # fmt: skip
+    """``auto``'s backend and why, from why TensorRT / ONNX cannot serve (None: they can),
+    whether a CUDA GPU is visible and whether onnxruntime has the CUDA provider."""
+    if no_trt is None:
+        return "tensorrt", "auto: a TensorRT engine built for this GPU and TensorRT version"
+    where = "cuda" if cuda else "cpu"
+    if no_onnx is None and onnx_cuda and cuda:
+        return "onnx", f"auto: ONNX Runtime on the GPU (CUDA provider); no TensorRT: {no_trt}"
+    if no_onnx is None and not cuda:
+        return "onnx", f"auto: ONNX Runtime on the CPU (no CUDA GPU); no TensorRT: {no_trt}"
+    if no_onnx is None:
+        return "torch", ("auto: PyTorch on cuda, not ONNX Runtime: this onnxruntime has no CUDA "
+                         "provider (the CPU build) and a CPU runtime is not preferred over the "
+                         f"GPU; no TensorRT: {no_trt}")  # fmt: skip
+    return "torch", f"auto: PyTorch on {where}; no TensorRT: {no_trt}; no ONNX: {no_onnx}"
+
+
 def open_backend(name: str, spec: ModelSpec) -> Backend:
-    """The backend ``name`` (see the module doc for ``auto``)."""
+    """The backend ``name`` (see the module doc for ``auto``), with its ``reason``."""
     check_backend(name)
-    if name == "torch":
-        return TorchBackend(spec)
-    if name == "onnx":
-        return OnnxBackend(spec)
     from emoflow.inference import trt
 
-    if name == "tensorrt":
-        return trt.TensorRTBackend(spec)
-    why = trt.unusable(spec)
-    if why is None:
-        return trt.TensorRTBackend(spec)
-    problem = onnx_problem(spec)
-    if problem is None:
-        return OnnxBackend(spec)
-    log.info("backend auto: torch (%s)", problem)
-    return TorchBackend(spec)
+    impl: Any
+    if name == "auto":
+        cuda = torch.cuda.is_available()
+        name, reason = auto_choice(trt.unusable(spec), onnx_problem(spec), cuda,
+                                   cuda and onnx_has_cuda())  # fmt: skip
+    else:
+        reason = f"asked for (backend {name})"
+    if name == "torch":
+        impl = TorchBackend(spec)
+        reason = reason if "PyTorch on" in reason else f"{reason} on {impl.device.type}"
+    elif name == "onnx":
+        impl = OnnxBackend(spec)
+        if torch.cuda.is_available() and "CUDAExecutionProvider" not in impl.providers:
+            log.warning("backend onnx runs on the CPU although a CUDA GPU is here: this "
+                        "onnxruntime has no CUDA provider")  # fmt: skip
+        reason = f"{reason}; providers {', '.join(impl.providers)}"
+    else:
+        impl = trt.TensorRTBackend(spec)
+    impl.reason = reason
+    return impl

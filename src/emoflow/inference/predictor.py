@@ -63,7 +63,8 @@ class Predictor:
         spec = read_spec(Path(folder))
         impl = open_backend(backend, spec)
         ref = ModelRef(name=name or spec.arch, version=version, alias=alias, backend=impl.name)
-        log.info("predictor: %s (%s) from %s on %s", ref.name, spec.arch, folder, impl.name)
+        log.info("predictor: %s (%s) from %s on %s (%s)", ref.name, spec.arch, folder, impl.name,
+                 impl.reason)  # fmt: skip
         return cls(spec, impl, ref)
 
     @classmethod
@@ -94,7 +95,8 @@ class Predictor:
         return {"model": self.ref.model_dump(), "arch": self.spec.arch, "classes": self.classes,
                 "image_size": self.spec.image_size, "grayscale": self.spec.grayscale,
                 "preprocessing": self.preprocessing, "folder": str(self.spec.folder),
-                "providers": getattr(self._backend, "providers", None)}  # fmt: skip
+                "providers": getattr(self._backend, "providers", None),
+                "backend_reason": getattr(self._backend, "reason", None)}  # fmt: skip
 
     # -- predictions ---------------------------------------------------------------------------
 

@@ -31,15 +31,30 @@ def _localisation_size(s: int) -> int:
     return ((s - 6) // 2 - 4) // 2
 
 
+def base_grid(size: int) -> Tensor:
+    """(size², 3) rows (x, y, 1) at the pixel centres in [-1, 1], x varying fastest: what
+    ``F.affine_grid(..., align_corners=False)`` multiplies θ with."""
+    c = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten(), torch.ones(size * size)], dim=1)
+
+
 class SpatialTransformer(nn.Module):
     """Localisation net → affine θ → resampled input; starts as the identity transform.
 
     Zero weights and an identity bias in the last layer make the untrained network see the image
     as it is, so early training is plain CNN training and the warp is learnt only where it helps.
+
+    The sampling grid is ``F.affine_grid``'s, computed as a MatMul of a constant base grid with
+    θᵀ: exported to ONNX that is MatMul + GridSample, which TensorRT's ONNX parser takes (opset
+    20 would export ``affine_grid`` as ``AffineGrid``, which it does not). The base grid is a
+    non-persistent buffer: model files keep the same keys.
     """
 
     def __init__(self, channels: int, input_size: int) -> None:
         super().__init__()
+        self.input_size = input_size
+        self.register_buffer("base_grid", base_grid(input_size), persistent=False)
         side = _localisation_size(input_size)
         self.localisation = nn.Sequential(
             nn.Conv2d(channels, 8, kernel_size=7),
@@ -56,8 +71,14 @@ class SpatialTransformer(nn.Module):
         """The affine transform (N, 2, 3) for each image."""
         return self.regressor(self.localisation(x).flatten(1)).view(-1, 2, 3)
 
+    def grid(self, theta: Tensor) -> Tensor:
+        """The (N, H, W, 2) sampling grid of ``theta`` (N, 2, 3), as ``F.affine_grid``."""
+        s = self.input_size
+        base = self.base_grid
+        return (base @ theta.to(base.dtype).transpose(1, 2)).reshape(-1, s, s, 2)
+
     def forward(self, x: Tensor) -> Tensor:
-        grid = F.affine_grid(self.theta(x), list(x.shape), align_corners=False)
+        grid = self.grid(self.theta(x)).to(x.dtype)
         return F.grid_sample(x, grid, align_corners=False)
 
 

@@ -8,8 +8,13 @@ and TensorRT builds a *strongly typed* network from that ONNX, keeping every ten
 engines build from ``model.onnx`` itself, with TF32 off.
 
 An optimisation profile covers the clip batch (min/opt/max, default 1/16/64) and the frames per
-clip (1 to the recorded ``faces.frames``). ``engine.json`` records the TensorRT version, the GPU
-and its compute capability (an engine runs only there), the profile and the parity figures:
+clip (1 to ``--max-frames``, default 64: ``/predict_faces`` sends one clip of up to
+``EMOFLOW_MAX_FACES`` crops, 64 by default; TensorRT tunes for the recorded ``faces.frames``).
+A profile smaller than what the predictor sends is refused before any work: fewer clips than its
+chunk (``Predictor.batch_size``) or fewer frames than ``faces.frames``. At run time the engine's
+own profile is the limit (``emoflow.inference.trt``). ``engine.json`` records the TensorRT
+version, the GPU and its compute capability (an engine runs only there), the profile as the
+engine reports it and the parity figures:
 argmax agreement ≥ 99 % and max |Δp| ≤ 1e-2 (fp16) / 1e-3 (fp32) against ONNX Runtime, else
 nothing is written.
 """
@@ -45,20 +50,36 @@ PRECISIONS = ("fp16", "fp32")
 TOLERANCE = {"fp16": 1e-2, "fp32": 1e-3}
 MIN_AGREEMENT = 0.99
 WORKSPACE = 4 << 30
+MAX_FRAMES = 64  # the service's default EMOFLOW_MAX_FACES: crops in one /predict_faces clip
+
+
+def check_profile(spec: ModelSpec, batch: tuple[int, int, int], max_frames: int) -> None:
+    """Refuse a profile the predictor's calls would not fit (see the module doc)."""
+    from emoflow.inference.predictor import Predictor
+
+    lo, opt, hi = batch
+    if not 1 <= lo <= opt <= hi:
+        raise EmoflowError(f"clip batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {batch}")
+    if hi < Predictor.batch_size:
+        raise EmoflowError(f"--max-batch {hi} is smaller than the {Predictor.batch_size} clips "
+                           f"the predictor sends per call: use --max-batch "
+                           f"{Predictor.batch_size} or more")  # fmt: skip
+    if max_frames < spec.preprocessing.frames:
+        raise EmoflowError(f"--max-frames {max_frames} is smaller than the "
+                           f"{spec.preprocessing.frames} frames a clip of this model has "
+                           f"(faces.frames it was trained with)")  # fmt: skip
 
 
 def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision: str = "fp16",
-                  batch: tuple[int, int, int] = (1, 16, 64), arch: str | None = None
-                  ) -> dict[str, Any]:  # fmt: skip
+                  batch: tuple[int, int, int] = (1, 16, 64), max_frames: int = MAX_FRAMES,
+                  arch: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Build, check and write ``model.engine`` + ``engine.json`` (see the module doc); with
     ``arch``, the folder must hold that model."""
     if precision not in PRECISIONS:
         raise EmoflowError(f"unknown precision {precision!r}; expected fp16 or fp32")
-    lo, opt, hi = batch
-    if not 1 <= lo <= opt <= hi:
-        raise EmoflowError(f"clip batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {batch}")
-    trt = import_tensorrt()  # first: without TensorRT or a GPU, say so before any work
     spec = read_model(model_dir, arch)
+    check_profile(spec, batch, max_frames)
+    trt = import_tensorrt()  # without TensorRT or a GPU, say so before any work
     problem = onnx_problem(spec)
     if problem:
         raise EmoflowError(problem)
@@ -70,12 +91,10 @@ def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision:
         if precision == "fp16":
             source = Path(tmp) / "model.fp16.onnx"
             export_onnx(load_clip_model(spec, half=True), spec, source)
-        engine = build_engine(trt, source, spec, precision, batch)
-    figures = engine_parity(engine, spec, refs, precision)
+        engine = build_engine(trt, source, spec, precision, batch, max_frames)
+    figures, profile = engine_parity(engine, spec, refs, precision)
     info = {**machine(), "precision": precision, "strongly_typed": precision == "fp16",
-            "profile": {"clips": list(batch), "frames": [1, spec.preprocessing.frames,
-                                                         spec.preprocessing.frames]},
-            "parity": figures, "source_sha256": file_sha256(spec.model_file),
+            "profile": profile, "parity": figures, "source_sha256": file_sha256(spec.model_file),
             "onnx_sha256": file_sha256(spec.folder / ONNX_FILE)}  # fmt: skip
     with atomic_path(spec.folder / ENGINE_FILE) as tmp_engine:
         tmp_engine.write_bytes(engine)
@@ -88,8 +107,9 @@ def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision:
 
 
 def build_engine(trt: Any, onnx_path: Path, spec: ModelSpec, precision: str,
-                 batch: tuple[int, int, int]) -> bytes:  # fmt: skip
-    """A serialised engine from ``onnx_path`` with the clip-batch / frames profile."""
+                 batch: tuple[int, int, int], max_frames: int = MAX_FRAMES) -> bytes:  # fmt: skip
+    """A serialised engine from ``onnx_path`` with the clip-batch / frames profile (frames 1 to
+    ``max_frames``, tuned for ``faces.frames``)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -107,8 +127,9 @@ def build_engine(trt: Any, onnx_path: Path, spec: ModelSpec, precision: str,
     s, c, frames = spec.image_size, spec.channels, spec.preprocessing.frames
     profile = builder.create_optimization_profile()
     lo, opt, hi = batch
-    profile.set_shape(INPUTS[0], (lo, 1, s, s, c), (opt, frames, s, s, c), (hi, frames, s, s, c))
-    profile.set_shape(INPUTS[1], (lo, 1), (opt, frames), (hi, frames))
+    top = max(max_frames, frames)
+    profile.set_shape(INPUTS[0], (lo, 1, s, s, c), (opt, frames, s, s, c), (hi, top, s, s, c))
+    profile.set_shape(INPUTS[1], (lo, 1), (opt, frames), (hi, top))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -117,8 +138,9 @@ def build_engine(trt: Any, onnx_path: Path, spec: ModelSpec, precision: str,
 
 
 def engine_parity(engine: bytes, spec: ModelSpec, refs: list[ClipRef], precision: str
-                  ) -> dict[str, Any]:  # fmt: skip
-    """The engine against ONNX Runtime (fp32 ``model.onnx``) on the test clips."""
+                  ) -> tuple[dict[str, Any], dict[str, list[int]]]:  # fmt: skip
+    """The engine against ONNX Runtime (fp32 ``model.onnx``) on the test clips; the figures
+    and the profile as the engine reports it."""
     runner = EngineRunner(engine, "the new engine", spec.arch)
     session = onnx_session(spec.folder / ONNX_FILE)
     got, _ = run_clips(runner.run, refs, spec)
@@ -134,4 +156,4 @@ def engine_parity(engine: bytes, spec: ModelSpec, refs: list[ClipRef], precision
                           f"{100 * agree:.1f} % (needs {100 * MIN_AGREEMENT:.0f} %), max |Δp| "
                           f"{diff:.3g} (tolerance {TOLERANCE[precision]:g}); {ENGINE_FILE} not "
                           "written")  # fmt: skip
-    return figures
+    return figures, runner.profile.as_json()

@@ -48,10 +48,10 @@ from emoflow.training.tasks import make_task
 
 log = logging.getLogger(__name__)
 
-OPSET = 20  # Deep-Emotion's spatial transformer (affine_grid) needs 20
+OPSET = 20  # the current opset; Deep-Emotion's spatial transformer (GridSample) needs 16
 # Opsets each model exports at (measured with torch 2.14): FAN's einsum needs 12; Deep-Emotion's
-# affine_grid 20; 20 is the highest the TorchScript exporter supports (it only warns above).
-OPSETS = {"fan": range(12, 21), "deep_emotion": range(20, 21)}
+# GridSample 16; 20 is the highest the TorchScript exporter supports (it only warns above).
+OPSETS = {"fan": range(12, 21), "deep_emotion": range(16, 21)}
 TOLERANCE = 1e-4
 BATCH = 16  # clips per ONNX Runtime call in the parity check (mixed lengths: padding too)
 

@@ -28,7 +28,12 @@ from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
 from emoflow.tables import read_table
 from emoflow.training import checkpoint as ckpt
-from emoflow.training.distributed import all_sum, broadcast_object, init_distributed
+from emoflow.training.distributed import (
+    all_sum,
+    broadcast_object,
+    init_distributed,
+    wait_for_all,
+)
 from emoflow.training.metrics import classification_report
 from emoflow.training.tasks import Batch, SkipCorrupt, Task, make_task, train_loader
 
@@ -111,6 +116,23 @@ def _optimizer(model: nn.Module, task: Task, device: torch.device) -> torch.opti
                             fused=fused)  # fmt: skip
 
 
+# The optimiser's implementation choices: what this machine's optimiser was built with, not what
+# the checkpoint's machine used.
+IMPL_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load ``saved`` into ``optimizer`` keeping ``optimizer``'s own implementation flags.
+
+    ``load_state_dict`` restores the saved ``fused`` flag: a CPU checkpoint resumed on a GPU
+    would step the non-fused kernel while AMP's scaler, seeing a fused optimiser, hands it
+    ``grad_scale`` (PyTorch asserts). The flags are set before loading, so the state is also
+    cast for them (a fused optimiser's ``step`` lives on the parameters' device)."""
+    own = [{k: g[k] for k in IMPL_FLAGS if k in g} for g in optimizer.param_groups]
+    groups = [{**g, **flags} for g, flags in zip(saved["param_groups"], own, strict=True)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) -> dict | None:
     """Apply ``train.init``; return the checkpoint to continue from (``continue``) or None."""
     if train.init == "scratch":
@@ -168,7 +190,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             log.warning("train: %s is from other settings or data: starting afresh", last)
     if state is not None and "optimizer" in state:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_optimizer(optimizer, state["optimizer"])  # on this device, with its kernels
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, history = state["epoch"], state["history"]
@@ -272,7 +294,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                 "reductions": reductions, "bad_epochs": bad, "mlflow_run_id": logger.run_id,
             })  # fmt: skip
         if d.world > 1:
-            torch.distributed.barrier()
+            wait_for_all()  # rank 0 wrote the checkpoint alone
     if d.main:
         # The kept model lives beside the checkpoints (which DVC persists) and is copied out
         # at the end: a stage rerun that resumes a finished training restores its outputs.
