@@ -135,7 +135,8 @@ def test_metrics_count_predictions_rejections_and_stage_latency(
     with pytest.raises(ServiceError, match="401"):
         predict(clips["face"], url=server.url, api_key="wrong")
     text = httpx.get(f"{server.url}/metrics").text
-    assert f'emoflow_predictions_total{{endpoint="predict",label="{r.label}"}}' in text
+    assert (f'emoflow_predictions_total{{endpoint="predict",label="{r.label}",'
+            f'version="{r.model.version}"}}') in text
     assert 'emoflow_rejected_requests_total{reason="unauthorized"}' in text
     assert 'emoflow_stage_seconds_bucket{endpoint="predict",le="+Inf",stage="faces"}' in text
 
