@@ -32,14 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emoflow.config import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_path
 from emoflow.models.dlib_format import DlibNet, read_dlib_net
 
 log = logging.getLogger(__name__)
 
-CHIP_SIZE = 150
-CHIP_PADDING = 0.25  # dlib's get_face_chip default: the descriptor's training chips
+CHIP_SIZE = DLIB_CHIP_SIZE
+CHIP_PADDING = DLIB_CHIP_PADDING  # dlib's get_face_chip default: the descriptor's training chips
 FEATURE_DIM = 256
 EMBEDDING_DIM = 128
 # dlib's input_rgb_image_sized<150> as saved in the file (R, G, B); checked on conversion.
@@ -117,7 +118,7 @@ class DlibResNet29(nn.Module):
         return self.blocks(x).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        return self.fc(self.features(x))  # type: ignore[misc]
 
     def dlib_layers(self) -> list[tuple[str, nn.Module | None]]:
         """This network as dlib lists it from input to output: (layer kind, module holding its
@@ -232,3 +233,33 @@ def dlib_resnet29(dat: Path | None = None, cache_dir: Path | None = None) -> Dli
     model = DlibResNet29()
     model.load_state_dict(load_weights(dat, cache_dir))
     return model.eval()
+
+
+class DlibTrunk(nn.Module):
+    """The descriptor without its embedding, as a FAN frame encoder: (N, 3, 150, 150) in the
+    datasets' normalisation (ImageNet mean/std, ``datasets.clips.normalise``) → (N, 256).
+
+    dlib's own input, (RGB − mean) / 256, is a per-channel affine map of that normalisation;
+    doing it here keeps one input convention for every backbone, so training, predict, the
+    service and the exported graph all feed it the same way.
+    """
+
+    feature_dim = FEATURE_DIM
+
+    def __init__(self, pretrained: bool = False) -> None:
+        super().__init__()
+        from emoflow.datasets.clips import IMAGENET_MEAN, IMAGENET_STD
+
+        mean, std = torch.from_numpy(IMAGENET_MEAN), torch.from_numpy(IMAGENET_STD)
+        # v = (x · std + mean) · 255 → (v − μ) / 256 = x · std · 255/256 + (255 · mean − μ) / 256
+        self.register_buffer("scale", (std * 255 / INPUT_SCALE)[:, None, None], persistent=False)
+        shift = (255 * mean - torch.tensor(INPUT_MEAN)) / INPUT_SCALE
+        self.register_buffer("shift", shift[:, None, None], persistent=False)
+        self.net = DlibResNet29()
+        del self.net.fc  # the identity embedding: unused, so no idle parameters under DDP
+        if pretrained:
+            state = load_weights()
+            self.net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.features(x * self.scale + self.shift)
