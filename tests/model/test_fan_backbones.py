@@ -84,6 +84,23 @@ def test_features_in_give_what_frames_in_give() -> None:
     assert fan.classifier.in_features == 512  # [f_i : f_v], 2 × 256
 
 
+def test_feature_standardisation_ignores_padding() -> None:
+    """BatchNorm over the frames' features sees real frames only, in training too."""
+    torch.manual_seed(0)
+    fan = build_fan(3, backbone="dlib_resnet29").train()
+    f = torch.rand(2, 3, 256) + 1.0
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    padded = f.clone()
+    padded[0, 2] = 100.0
+    with torch.no_grad():
+        out = fan.normalise_features(padded, mask)
+    assert float(out[0, 2].abs().max()) == 0.0
+    real = torch.cat([f[0, :2], f[1]])
+    expected = (real - real.mean(0)) / torch.sqrt(real.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(torch.cat([out[0, :2], out[1]]), expected, atol=1e-4)
+    assert isinstance(build_fan(3).feature_norm, torch.nn.Identity)  # resnet18: as before
+
+
 def test_param_groups_scale_and_warm_up_the_backbone() -> None:
     fan = build_fan(3, backbone="dlib_resnet29")
     groups = param_groups(fan, fan.trunk, lr_scale=0.1, frozen_epochs=2)

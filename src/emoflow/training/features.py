@@ -101,7 +101,12 @@ class FeatureClipDataset(Dataset):
         self.flip = flip
         self.seed = seed
         self.epoch = 0
+        before = cache.computed
         self.features = [cache.get(ref.path) for ref in clips]  # computed up front, in order
+        computed = cache.computed - before
+        log.log(logging.INFO if computed else logging.DEBUG,  # validation reads them every epoch
+                "features: %d clips (%d computed, the rest cached) under %s", len(clips),
+                computed, cache.dir)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.clips)
