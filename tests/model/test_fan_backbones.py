@@ -141,6 +141,7 @@ def frozen(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return result.model_file.parent, cache
 
 
+@pytest.mark.slow  # trains (features of 18 clips at 150 px, then the heads): ~50 s on a busy CPU
 def test_frozen_route_trains_only_the_heads(frozen: tuple[Path, Path], tiny_faces: Path) -> None:
     folder, cache = frozen
     meta = load(folder / "model.pt")
@@ -163,6 +164,7 @@ def test_frozen_route_trains_only_the_heads(frozen: tuple[Path, Path], tiny_face
     assert first.shape[1:] == (2, 256)  # each frame and its mirror image
 
 
+@pytest.mark.slow
 def test_frozen_model_predicts_from_images_as_from_cached_features(
     frozen: tuple[Path, Path], tiny_faces: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
