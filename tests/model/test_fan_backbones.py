@@ -141,7 +141,7 @@ def frozen(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return result.model_file.parent, cache
 
 
-@pytest.mark.slow  # trains (features of 18 clips at 150 px, then the heads): ~50 s on a busy CPU
+@pytest.mark.slow  # trains (features of 18 clips at 150 px, then the heads): 25-50 s here
 def test_frozen_route_trains_only_the_heads(frozen: tuple[Path, Path], tiny_faces: Path) -> None:
     folder, cache = frozen
     meta = load(folder / "model.pt")
