@@ -32,6 +32,10 @@ EMOTIONS: tuple[str, ...] = (
     "neutral",
 )
 
+# dlib's face descriptor was trained on 150-px get_face_chip chips with its default padding.
+DLIB_CHIP_SIZE = 150
+DLIB_CHIP_PADDING = 0.25
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # numpy's generators refuse negative seeds and scikit-learn's random_state stops at 2**32 - 1.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -253,10 +257,37 @@ class FanTrainParams(Strict):
     relation: bool = Field(True, description="self- and relation-attention; false: self only")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pretrained: str | None = Field(None, description="local ResNet18 state dict; never fetched")
+    backbone: Literal["resnet18", "dlib_resnet29"] = Field(
+        "resnet18", description="frame encoder: resnet18 (random or `pretrained`); dlib_resnet29: "
+        "dlib's face descriptor, weights from the face_recognition_models package, 150-px chips"
+    )
+    backbone_lr_scale: float = Field(
+        1.0, ge=0.0, description="backbone lr = lr × this (discriminative fine-tuning); 0 freezes "
+        "it: attention heads on its features, computed once per face file and cached"
+    )
+    backbone_warmup_epochs: int = Field(
+        0, ge=0, description="epochs with the backbone frozen before it trains (heads warm up)"
+    )
     optimizer: OptimizerParams = Field(
         default_factory=lambda: OptimizerParams(milestones={250: 0.02})
     )
     augment: AugmentParams = Field(default_factory=lambda: AugmentParams())
+
+    @model_validator(mode="after")
+    def _backbone_input(self) -> Self:
+        if self.backbone == "dlib_resnet29":
+            if self.image_size != DLIB_CHIP_SIZE:
+                raise ValueError(f"backbone dlib_resnet29 takes {DLIB_CHIP_SIZE}-px chips: "
+                                 f"image_size must be {DLIB_CHIP_SIZE}, got {self.image_size}")
+            if self.pretrained is not None:
+                raise ValueError("pretrained is a ResNet18 state dict: dlib_resnet29's weights "
+                                 "come from face_recognition_models; set it to null")  # fmt: skip
+        return self
+
+    @property
+    def frozen_backbone(self) -> bool:
+        """The backbone never trains: the heads learn on cached backbone features."""
+        return self.backbone_lr_scale == 0.0
 
 
 class DeepEmotionTrainParams(Strict):
@@ -385,6 +416,14 @@ class Params(Strict):
         if twice:
             raise ValueError(f"class names must be unique; listed more than once: {twice}")
         return value
+
+    @model_validator(mode="after")
+    def _backbone_framing(self) -> Self:
+        if self.train.fan.backbone == "dlib_resnet29" and self.faces.padding != DLIB_CHIP_PADDING:
+            raise ValueError(f"train.fan.backbone dlib_resnet29 needs faces.padding "
+                             f"{DLIB_CHIP_PADDING} (the framing of its training chips), got "
+                             f"{self.faces.padding}")  # fmt: skip
+        return self
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -42,3 +42,13 @@ def shape_predictor_5() -> dlib.shape_predictor:
 def shape_to_array(shape: dlib.full_object_detection) -> np.ndarray:
     """dlib landmarks as a float32 ``(n, 2)`` array of (x, y) pixel positions."""
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def face_descriptor_file() -> Path:
+    """dlib's face descriptor ResNet (``dlib_face_recognition_resnet_model_v1.dat``, CC0)."""
+    return _models_dir() / "dlib_face_recognition_resnet_model_v1.dat"
+
+
+@cache
+def face_descriptor() -> dlib.face_recognition_model_v1:
+    return dlib.face_recognition_model_v1(str(face_descriptor_file()))

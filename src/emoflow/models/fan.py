@@ -1,11 +1,15 @@
 """Frame Attention Networks (Meng et al., ICIP 2019) for clip-level expression recognition.
 
-A ResNet18 trunk embeds each face frame into ``f_i`` (512-d); two attention stages pool the frames
-of a clip into one vector, so a clip of any length gets one prediction:
+A frame encoder (the trunk: a ResNet18, 512-d, or dlib's face descriptor ResNet-29, 256-d,
+``backbone``) embeds each face frame into ``f_i``; two attention stages pool the frames of a clip
+into one vector, so a clip of any length gets one prediction:
 
 - self-attention: ``α_i = σ(w_α · dropout(f_i))``, ``f_v = Σ α_i f_i / Σ α_i``;
 - relation-attention: ``β_i = σ(w_β · dropout([f_i : f_v]))``,
-  ``clip = Σ α_i β_i [f_i : f_v] / Σ α_i β_i`` (1024-d), then dropout and a linear classifier.
+  ``clip = Σ α_i β_i [f_i : f_v] / Σ α_i β_i`` (2 × d), then dropout and a linear classifier.
+
+The model also takes per-frame features (B, T, d) in place of frames: a frozen backbone's
+features are computed once and cached (``training/features.py``), and the heads train on them.
 
 Weighting at evaluation: the official code (github.com/Open-Debin/Emotion-FAN, ``Code/Model.py``,
 ``AT_level='second_level'``) weights the numerator by ``α_i`` alone at evaluation but by
@@ -21,7 +25,7 @@ training, and gets zero attention weight: a padded clip gives the same logits as
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +33,8 @@ from torchvision.models import resnet18
 
 from emoflow.models.backbone import load_trunk_weights
 
-FEATURE_DIM = 512
+FEATURE_DIM = 512  # ResNet18's
+Backbone = Literal["resnet18", "dlib_resnet29"]
 
 
 class FANOutput(NamedTuple):
@@ -80,63 +85,101 @@ class FAN(nn.Module):
     """
 
     def __init__(self, num_classes: int, relation: bool = True, dropout: float = 0.5,
-                 head_dropout: float | None = None) -> None:  # fmt: skip
+                 head_dropout: float | None = None, backbone: Backbone = "resnet18",
+                 pretrained_backbone: bool = False) -> None:  # fmt: skip
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.num_classes = num_classes
         self.relation = relation
-        self.trunk = resnet18_trunk()
+        self.backbone = backbone
+        self.trunk, self.feature_dim = make_trunk(backbone, pretrained_backbone)
+        d = self.feature_dim
+        # A face descriptor's pooled features share a large common offset (dlib's: mean 1.1,
+        # per-dimension std 0.12 on the sample) that saturates the attention's sigmoids:
+        # standardised per dimension, the heads learn (fold-0 val WAR 0.25 → 0.92, frozen).
+        self.feature_norm = nn.BatchNorm1d(d) if backbone != "resnet18" else nn.Identity()
         self.alpha_dropout = nn.Dropout(dropout)
-        self.alpha_fc = nn.Linear(FEATURE_DIM, 1)
+        self.alpha_fc = nn.Linear(d, 1)
         self.beta_dropout = nn.Dropout(dropout) if relation else None
-        self.beta_fc = nn.Linear(2 * FEATURE_DIM, 1) if relation else None
+        self.beta_fc = nn.Linear(2 * d, 1) if relation else None
         self.head_dropout = nn.Dropout(dropout if head_dropout is None else head_dropout)
-        clip_dim = 2 * FEATURE_DIM if relation else FEATURE_DIM
-        self.classifier = nn.Linear(clip_dim, num_classes)
+        self.classifier = nn.Linear(2 * d if relation else d, num_classes)
 
     def embed(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """Per-frame features (B, T, 512); zeros at masked frames, which never enter the trunk."""
+        """Per-frame features (B, T, d); zeros at masked frames, which never enter the trunk."""
         b, t = x.shape[:2]
+        d = self.feature_dim
         frames = x.reshape(b * t, *x.shape[2:])
         if mask is None:
-            return self.trunk(frames).reshape(b, t, FEATURE_DIM)
+            return self.trunk(frames).reshape(b, t, d)
         flat_mask = mask.reshape(b * t)
         valid = self.trunk(frames[flat_mask])
-        features = valid.new_zeros(b * t, FEATURE_DIM)
+        features = valid.new_zeros(b * t, d)
         features = features.index_put((flat_mask,), valid)
-        return features.reshape(b, t, FEATURE_DIM)
+        return features.reshape(b, t, d)
+
+    def normalise_features(self, f: Tensor, mask: Tensor | None) -> Tensor:
+        """``feature_norm`` over real frames only (padding stays out of BatchNorm's batch
+        statistics); masked frames come out as zeros."""
+        b, t, d = f.shape
+        if isinstance(self.feature_norm, nn.Identity):
+            return f
+        if mask is None:
+            return self.feature_norm(f.reshape(b * t, d)).reshape(b, t, d)
+        flat_mask = mask.reshape(b * t)
+        valid = self.feature_norm(f.reshape(b * t, d)[flat_mask])
+        return valid.new_zeros(b * t, d).index_put((flat_mask,), valid).reshape(b, t, d)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False
                 ) -> Tensor | FANOutput:  # fmt: skip
         """Logits (B, C); with ``return_weights``, a FANOutput (logits, alpha, beta).
 
+        ``x``: frames (B, T, 3, H, W), or the trunk's features (B, T, d) of those frames.
         ``mask`` (B, T) bool: True at real frames; every clip needs at least one.
         """
-        _check_input(x, mask)
-        f = self.embed(x, mask)  # (B, T, 512)
+        _check_input(x, mask, self.feature_dim)
+        if x.dim() == 3:  # features: zero the padding, as embed does
+            f = x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+        else:
+            f = self.embed(x, mask)  # (B, T, d)
+        f = self.normalise_features(f, mask)
         keep = None if mask is None else mask.to(f.dtype)
         alpha = torch.sigmoid(self.alpha_fc(self.alpha_dropout(f))).squeeze(-1)  # (B, T)
         if keep is not None:
             alpha = alpha * keep
-        f_v = weighted_mean(f, alpha)  # (B, 512)
+        f_v = weighted_mean(f, alpha)  # (B, d)
         beta = None
         if self.beta_fc is None:
             clip = f_v
         else:
             assert self.beta_dropout is not None
-            pairs = torch.cat([f, f_v.unsqueeze(1).expand_as(f)], dim=-1)  # (B, T, 1024)
+            pairs = torch.cat([f, f_v.unsqueeze(1).expand_as(f)], dim=-1)  # (B, T, 2d)
             beta = torch.sigmoid(self.beta_fc(self.beta_dropout(pairs))).squeeze(-1)
             if keep is not None:
                 beta = beta * keep
-            clip = weighted_mean(pairs, alpha * beta)  # (B, 1024)
+            clip = weighted_mean(pairs, alpha * beta)  # (B, 2d)
         logits = self.classifier(self.head_dropout(clip))
         return FANOutput(logits, alpha, beta) if return_weights else logits
 
 
-def _check_input(x: Tensor, mask: Tensor | None) -> None:
-    if x.dim() != 5 or x.shape[2] != 3:
-        raise ValueError(f"FAN expects frames (B, T, 3, H, W), got {tuple(x.shape)}")
+def make_trunk(backbone: Backbone, pretrained: bool = False) -> tuple[nn.Module, int]:
+    """The frame encoder and its feature size; ``pretrained`` loads dlib's weights (from the
+    installed package, converted once and cached) for ``dlib_resnet29``."""
+    if backbone == "resnet18":
+        return resnet18_trunk(), FEATURE_DIM
+    if backbone == "dlib_resnet29":
+        from emoflow.models.dlib_resnet import DlibTrunk
+
+        return DlibTrunk(pretrained), DlibTrunk.feature_dim
+    raise ValueError(f"unknown backbone {backbone!r}; expected resnet18 or dlib_resnet29")
+
+
+def _check_input(x: Tensor, mask: Tensor | None, dim: int) -> None:
+    features = x.dim() == 3 and x.shape[2] == dim
+    if not features and (x.dim() != 5 or x.shape[2] != 3):
+        raise ValueError(f"FAN expects frames (B, T, 3, H, W) or features (B, T, {dim}), got "
+                         f"{tuple(x.shape)}")  # fmt: skip
     if mask is None:
         return
     if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
@@ -152,13 +195,20 @@ def build_fan(
     dropout: float = 0.5,
     pretrained: Path | None = None,
     head_dropout: float | None = None,
+    backbone: Backbone = "resnet18",
+    pretrained_backbone: bool = False,
 ) -> FAN:
     """A FAN with a random trunk, or one initialised from a local state-dict file.
 
     ``pretrained``: torchvision ResNet18 (ImageNet) weights, an Emotion-FAN MS-Celeb-1M / FER+
     checkpoint, or any checkpoint holding ResNet18 weights under common prefixes. Never downloads.
+    ``pretrained_backbone``: dlib_resnet29's weights from ``face_recognition_models`` (a model
+    file rebuilt for inference leaves it off: its state dict holds the weights).
     """
-    model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout)
+    if pretrained is not None and backbone != "resnet18":
+        raise ValueError("pretrained is a ResNet18 state dict; the backbone is " + backbone)
+    model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout,
+                backbone=backbone, pretrained_backbone=pretrained_backbone)  # fmt: skip
     if pretrained is not None:
         load_trunk_weights(model.trunk, Path(pretrained))
     return model

@@ -247,6 +247,7 @@ def _model_metadata(spec: ModelSpec, files: Sequence[str]) -> dict[str, Any]:
     return {"arch": spec.arch, "files": list(files), "classes": spec.classes,
             "image_size": spec.image_size, "grayscale": spec.grayscale,
             "frames_per_clip": spec.meta.get("frames_per_clip"),
+            "backbone": spec.meta.get("backbone"),  # FAN's frame encoder and its input
             "preprocessing": spec.preprocessing.model_dump()}  # fmt: skip
 
 

