@@ -214,7 +214,10 @@ def test_a_job_is_submitted_followed_and_returned_when_it_succeeds(standin: Stan
     assert len(outs) == 2 and {o.read_text() for o in outs} == {"2:2"}
     assert "submitted: 2 node(s) × 1 process(es)" in events[0]
     kinds = [e.split(": ")[1] for e in events[1:]]
-    assert kinds == ["Created", "Running", "Succeeded"], events
+    # The follower reports each condition it sees, in order; a quick job can pass Created and
+    # Running between two polls, so those may be missing, never out of order or repeated.
+    assert kinds[-1] == "Succeeded", events
+    assert kinds == [k for k in ("Created", "Running", "Succeeded") if k in kinds], events
 
 
 def test_a_failed_job_raises_with_the_operators_reason(standin: StandIn) -> None:
