@@ -92,11 +92,14 @@ def trim(
     ),
     trials: Path = typer.Option(Path("data/interim/trials"), help="The trial clips."),
     out: Path = typer.Option(Path("data/processed/clips"), help="Labelled clips and clips.csv."),
+    reviewed: Path = typer.Option(
+        None, help="Also the reviewed served clips: reviewed.csv + clips/ (emoflow review accept)."
+    ),
 ) -> None:
     """Cut valid trials to their marked [start, end] into one folder per label."""
     from emoflow.ingest.trim import trim_trials
 
-    trim_trials(valid, trials, out, load_params(params).trim)
+    trim_trials(valid, trials, out, load_params(params).trim, reviewed)
 
 
 @app.command()
@@ -405,11 +408,63 @@ def mark(
     marks_dir: Path = typer.Option(Path("data/marks"), "--marks-dir", help="Where marks go."),
     redo: bool = typer.Option(False, "--all", help="Also open clips that already have marks."),
     jump: int = typer.Option(10, min=1, help="Frames per F/B (and Up/Down) jump."),
+    labeller: str = typer.Option(
+        "", "--labeller", help="Who labels (a review queue's provenance) [default: $USER]."
+    ),
 ) -> None:
-    """The labelling GUI: mark start, end, peak and quality flags per clip (docs/labelling.md)."""
+    """The labelling GUI: mark start, end, peak and quality flags per clip (docs/labelling.md);
+    on a review queue (`emoflow review pull`) also the class, keys 1-9."""
+    import getpass
+
     from emoflow.labelling.app import mark_trials
 
-    mark_trials(trials, marks_dir, redo=redo, jump=jump)
+    mark_trials(trials, marks_dir, redo=redo, jump=jump,
+                labeller_name=labeller or getpass.getuser())
+
+
+review = typer.Typer(help="The feedback loop's labelling side (docs/feedback.md).",
+                     no_args_is_help=True)  # fmt: skip
+app.add_typer(review, name="review")
+StoreOption = typer.Option(..., "--store", envvar="EMOFLOW_CAPTURE_STORE",
+                           help="The capture store: a folder or s3://bucket/prefix.")  # fmt: skip
+QueueOption = typer.Option(Path("data/review/queue"), "--queue", help="The labelling queue.")
+ReviewMarksOption = typer.Option(Path("data/review/marks"), "--marks-dir",
+                                 help="The queue's marks and labels (emoflow mark --marks-dir).")
+ReviewedOption = typer.Option(Path("data/reviewed"), "--reviewed",
+                              help="The reviewed data: reviewed.csv + clips/ (DVC).")  # fmt: skip
+
+
+@review.command("pull")
+def review_pull(
+    store: str = StoreOption,
+    endpoint: str = typer.Option(
+        None, "--endpoint", envvar="EMOFLOW_CAPTURE_S3_ENDPOINT", help="An S3 store's URL."
+    ),
+    out: Path = QueueOption,
+    reviewed: Path = ReviewedOption,
+    params: Path = ParamsOption,
+) -> None:
+    """Kept clips (and feedback) → a queue for `emoflow mark`, least confident first."""
+    from emoflow.feedback.accept import reviewed_ids
+    from emoflow.feedback.pull import pull_queue
+    from emoflow.feedback.store import CaptureStore
+
+    classes = list(load_params(params).classes)
+    pull_queue(CaptureStore(store, endpoint), out, classes, reviewed_ids(reviewed))
+
+
+@review.command("accept")
+def review_accept(
+    queue: Path = QueueOption,
+    marks_dir: Path = ReviewMarksOption,
+    out: Path = ReviewedOption,
+    params: Path = ParamsOption,
+    dvc: bool = typer.Option(True, "--dvc/--no-dvc", help="dvc add the clips folder."),
+) -> None:
+    """Labelled clips of the queue → data/reviewed (with their provenance), under DVC."""
+    from emoflow.feedback.accept import accept
+
+    accept(queue, marks_dir, out, list(load_params(params).classes), dvc=dvc)
 
 
 def run() -> None:

@@ -53,7 +53,8 @@ def make_repo(repo: Path, remote: Path, folders: tuple[str, ...] = ("src",)) -> 
     """A new git + DVC repository in ``repo`` holding the project's pipeline (and ``folders``)
     at a small sample size, with ``remote`` as its default DVC remote. Also used by
     test_pipeline_flow.py."""
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "data/reviewed/reviewed.csv"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     for name in folders:
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,6 +16,10 @@ from emoflow.ingest.marks import FIELD_NAMES, FLAG_NAMES, Marks, marks_from_fiel
 from emoflow.media.video import MediaWriter, iter_frames, probe
 from emoflow.tables import read_table, write_table
 
+# emoflow review accept's output (emoflow.feedback.accept), read here without importing it
+REVIEWED_CSV = "reviewed.csv"
+REVIEWED_CLIPS = "clips"
+
 log = logging.getLogger(__name__)
 
 CLIPS_CSV = "clips.csv"
@@ -68,23 +72,47 @@ def cut_clip(source: Path, dest: Path, start: int, end: int, crf: int) -> int:
     return written
 
 
-def trim_trials(valid_csv: Path, trials_dir: Path, out_dir: Path, params: TrimParams
-                ) -> list[dict]:  # fmt: skip
-    """Cut each valid, unexcluded trial into ``out_dir/<label>/<trial_id>.mp4`` + clips.csv."""
-    check_outputs({"valid": valid_csv, "trials": trials_dir, **params_inputs(params)},
-                  {"out": out_dir})  # fmt: skip
-    rows = read_valid_trials(valid_csv)
-    marks = [row_marks(valid_csv, n, row) for n, row in enumerate(rows, start=2)]
+def read_sources(valid_csv: Path, trials_dir: Path, reviewed: Path | None
+                 ) -> list[tuple[dict[str, str], Marks, Path]]:  # fmt: skip
+    """(row, marks, trial folder) of the validated trials, then of the reviewed clips
+    (``emoflow review accept``: ``<reviewed>/reviewed.csv``, clips in ``<reviewed>/clips``)."""
+    sources = [(valid_csv, trials_dir, read_valid_trials(valid_csv))]
+    if reviewed is not None:
+        table = reviewed / REVIEWED_CSV
+        sources.append((table, reviewed / REVIEWED_CLIPS,
+                        read_table(table, NEEDED, "no reviewed.csv (emoflow review accept)")))
+    out, seen = [], {}
+    for path, folder, rows in sources:
+        for n, row in enumerate(rows, start=2):
+            m = row_marks(path, n, row)
+            tid = row["trial_id"]
+            if tid in seen:  # the two sources must not share a trial id
+                raise InputError(path, f"trial_id {tid} is also in {seen[tid]}", f"row {n}")
+            seen[tid] = path
+            out.append((row, m, folder))
+    return out
+
+
+def trim_trials(valid_csv: Path, trials_dir: Path, out_dir: Path, params: TrimParams,
+                reviewed: Path | None = None) -> list[dict]:  # fmt: skip
+    """Cut each valid, unexcluded trial (and reviewed clip) into
+    ``out_dir/<label>/<trial_id>.mp4`` + clips.csv."""
+    inputs = {"valid": valid_csv, "trials": trials_dir, **params_inputs(params)}
+    if reviewed is not None:
+        inputs["reviewed"] = reviewed
+    check_outputs(inputs, {"out": out_dir})
+    found = read_sources(valid_csv, trials_dir, reviewed)
+    rows = [row for row, _, _ in found]
     excluded: Counter[str] = Counter()
     clips: list[dict] = []
     with atomic_dir(out_dir) as tmp:
-        for row, m in tqdm(list(zip(rows, marks, strict=True)), desc="trim", unit="clip"):
+        for row, m, folder in tqdm(found, desc="trim", unit="clip"):
             hits = [f for f in params.exclude_flags if m.flags[f]]
             if hits:
                 excluded.update(hits)
                 continue
             start, end, peak = m.start, m.end, m.peak
-            source = trials_dir / f"{row['trial_id']}.mp4"
+            source = folder / f"{row['trial_id']}.mp4"
             label = row["emotion"]
             dest = tmp / label / f"{row['trial_id']}.mp4"
             dest.parent.mkdir(exist_ok=True)

@@ -11,6 +11,7 @@ from emoflow.ingest.marks import Marks, marks_path, read_marks, write_marks
 from emoflow.labelling.clip import Clip, load_clip
 from emoflow.labelling.overlay import Header
 from emoflow.labelling.queue import Trial, load_trials, pending, progress
+from emoflow.labelling.review import ReviewQueue, label_path, load_review, read_label, write_label
 from emoflow.labelling.state import Labeller, Outcome, Saver
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,33 @@ def labeller_for(clip: Clip, path: Path, jump: int = 10) -> Labeller:
     return labeller
 
 
+def with_review(labeller: Labeller, trial: Trial, review: ReviewQueue, marks_dir: Path,
+                labeller_name: str) -> Labeller:  # fmt: skip
+    """A review queue's clip: the class to confirm or change (the saved one, else the queue's
+    pre-filled one) and the model's peak frame as the first frame shown."""
+    path = label_path(marks_dir, trial.trial_id)
+    saved = None
+    if path.is_file():
+        try:
+            saved = read_label(path, review.classes)["label"]
+        except InputError as exc:
+            log.warning("%s", exc)
+    prefill = trial.emotion if trial.emotion in review.classes else None
+    labeller.with_labels(review.classes, saved or prefill,
+                         lambda label: write_label(path, label, labeller_name),
+                         saved=saved is not None)  # fmt: skip
+    hint = review.hints.get(trial.trial_id)
+    if hint is not None and hint.peak_frame is not None and labeller.saved is None:
+        labeller.frame = min(max(hint.peak_frame, 0), labeller.frame_count - 1)
+    return labeller
+
+
 def mark_trials(
-    source: str | Path, marks_dir: str | Path, redo: bool = False, jump: int = 10
+    source: str | Path, marks_dir: str | Path, redo: bool = False, jump: int = 10,
+    labeller_name: str = "",
 ) -> None:
     trials = load_trials(source)
+    review = load_review(source)
     queue = pending(trials, marks_dir, redo)
     marked, total = progress(trials, marks_dir)
     log.info("%d of %d clips marked; opening %d", marked, total, len(queue))
@@ -59,7 +83,8 @@ def mark_trials(
     window.open_window()
     try:
         for position, trial in enumerate(queue, start=1):
-            if _mark_one(trial, position, trials, queue, Path(marks_dir), jump, window):
+            if _mark_one(trial, position, trials, queue, Path(marks_dir), jump, window,
+                         review, labeller_name):  # fmt: skip
                 break
     finally:
         window.close_window()
@@ -75,11 +100,18 @@ def _mark_one(
     marks_dir: Path,
     jump: int,
     window: ModuleType,  # passed in so that importing cv2's GUI stays lazy
+    review: ReviewQueue | None = None,
+    labeller_name: str = "",
 ) -> bool:
     """Mark one clip; True when the labeller stopped the whole session."""
     clip = load_clip(trial.clip)
     path = marks_path(marks_dir, trial.trial_id)
     labeller = labeller_for(clip, path, jump)
+    hint = ""
+    if review is not None:
+        with_review(labeller, trial, review, marks_dir, labeller_name)
+        found = review.hints.get(trial.trial_id)
+        hint = found.text() if found is not None else ""
     # counted once per clip, not per redraw: a held key redraws ~60 times a second
     marked_before, total = progress(trials, marks_dir)
     had_file = path.is_file()
@@ -95,6 +127,7 @@ def _mark_one(
             queued=len(queue),
             marked=marked,
             total=total,
+            hint=hint,
         )
 
     log.info("clip %d/%d: %s (%d frames)", position, len(queue), trial.trial_id, clip.frame_count)

@@ -35,6 +35,7 @@ class Header:
     queued: int
     marked: int  # clips with a marks file, of ``total``
     total: int
+    hint: str = ""  # a review queue's clip: what the model (and feedback) said
 
 
 def _text_lines(labeller: Labeller, header: Header) -> list[tuple[str, tuple[int, int, int]]]:
@@ -46,6 +47,11 @@ def _text_lines(labeller: Labeller, header: Header) -> list[tuple[str, tuple[int
     nxt = labeller.next_mark
     flags = ", ".join(f"{name} ({FLAG_KEYS[name]})" for name in labeller.active_flags) or "none"
     state = "unsaved changes" if labeller.dirty else ("saved" if labeller.saved else "not saved")
+    review = []
+    if labeller.classes:
+        keys = "  ".join(f"{i} {c}" for i, c in enumerate(labeller.classes, start=1))
+        review = [(f"class: {labeller.label or '-'}  |  {header.hint}", YELLOW),
+                  (f"keys: {keys}", GREY)]  # fmt: skip
     return [
         (
             f"{header.trial_id}  participant {header.participant}  expected "
@@ -60,6 +66,7 @@ def _text_lines(labeller: Labeller, header: Header) -> list[tuple[str, tuple[int
         ),
         (f"{marks}  |  next S: {nxt or 'all set'}", WHITE),
         (f"flags: {flags}", YELLOW if labeller.active_flags else WHITE),
+        *review,
         (labeller.message, RED if labeller.error else GREEN),
         *((line.format(jump=labeller.jump), GREY) for line in HELP),
     ]

@@ -16,6 +16,8 @@ from emoflow.labelling.keys import Action, action_for_key
 MARK_ORDER: tuple[str, ...] = ("start", "end", "peak")
 
 Saver = Callable[[Marks], None]
+LabelSaver = Callable[[str], None]
+MAX_CLASSES = 9  # keys 1-9 pick the class (review queues)
 
 
 class Outcome(Enum):
@@ -48,6 +50,23 @@ class Labeller:
             self.marks = {name: getattr(marks, name) for name in MARK_ORDER}
             self.flags = dict(marks.flags)
             self.say("loaded saved marks")
+        # a review queue's clips also take a class: off (no classes) for the lab's trials
+        self.classes: tuple[str, ...] = ()
+        self.label: str | None = None
+        self.saved_label: str | None = None
+        self._save_label: LabelSaver | None = None
+
+    def with_labels(self, classes: list[str] | tuple[str, ...], label: str | None,
+                    save_label: LabelSaver, saved: bool = False) -> Labeller:  # fmt: skip
+        """Let keys 1..n pick the clip's class among ``classes``, starting at ``label`` (the
+        hint or the saved label: ``saved``); E then saves the class with the marks."""
+        if not 1 <= len(classes) <= MAX_CLASSES:
+            raise ValueError(f"1 to {MAX_CLASSES} classes, got {len(classes)}")
+        if label is not None and label not in classes:
+            raise ValueError(f"label {label!r} is not one of {list(classes)}")
+        self.classes, self.label, self._save_label = tuple(classes), label, save_label
+        self.saved_label = label if saved else None
+        return self
 
     # -- what the overlay reads ---------------------------------------------------------------
 
@@ -63,6 +82,8 @@ class Labeller:
     @property
     def dirty(self) -> bool:
         """True when what is on screen differs from what is saved (or nothing is saved yet)."""
+        if self.classes and self.label != self.saved_label:
+            return True
         if self.saved is None:
             return any(v is not None for v in self.marks.values()) or any(self.flags.values())
         saved_marks = {name: getattr(self.saved, name) for name in MARK_ORDER}
@@ -72,6 +93,11 @@ class Labeller:
 
     def press(self, code: int) -> Outcome:
         """Handle one key code from ``cv2.waitKeyEx``; unbound keys do nothing."""
+        if self.classes and ord("1") <= code < ord("1") + len(self.classes):
+            self._pending = None
+            self.label = self.classes[code - ord("1")]
+            self.say(f"class {self.label}; E saves")
+            return Outcome.CONTINUE
         action = action_for_key(code)
         return Outcome.CONTINUE if action is None else self.apply(action)
 
@@ -139,16 +165,20 @@ class Labeller:
         assert start is not None and end is not None and peak is not None
         marks = Marks(start=start, end=end, peak=peak, **self.flags)
         problems = marks.problems(self.frame_count)
+        if self.classes and self.label is None:
+            problems.append(f"pick a class (1-{len(self.classes)})")
         if problems:
             self.say("not saved: " + "; ".join(problems), error=True)
             return
         try:
+            if self._save_label is not None and self.label is not None:
+                self._save_label(self.label)  # first: a marks file means the clip is done
             self._save(marks)
         except (EmoflowError, OSError) as exc:
             self.say(f"not saved: {exc}", error=True)
             return
-        self.saved = marks
-        self.say("saved")
+        self.saved, self.saved_label = marks, self.label
+        self.say(f"saved (class {self.label})" if self.classes else "saved")
 
     def _leave(self, action: Action, confirmed: bool) -> Outcome:
         if self.dirty and not confirmed:
