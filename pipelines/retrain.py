@@ -1,5 +1,5 @@
-"""The ``retrain`` flow: sync → validate → preprocess → train → evaluate → export → convert →
-register → promote → report, over the DVC stages of dvc.yaml.
+"""The ``retrain`` flow: sync → validate → preprocess → train → evaluate → export → version →
+convert → register → promote → push → report, over the DVC stages of dvc.yaml.
 
 Thin on purpose: each task runs DVC stages (``emoflow.orchestration.dvc_step``) or one release
 call; Prefect adds the schedule, retries with backoff for registry and storage calls, timeouts,
@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from emoflow.errors import EmoflowError
-from emoflow.orchestration import kubeflow, plan, release, report, workspace
+from emoflow.orchestration import kubeflow, plan, release, report, versioning, workspace
 from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
 from emoflow.tracking.mlflow_utils import tracking_uri
@@ -166,6 +166,36 @@ def push(repo: Path, settings: plan.RunSettings) -> dict[str, Any]:
     return result
 
 
+@task(name="version", **RETRY)
+def version_result(repo: Path, settings: plan.RunSettings, ran: list[str]) -> dict[str, Any]:
+    """Commit dvc.lock (and what it names that changed) on branch retrain/<run>
+    (pipeline.sync.commit: none | local | push); the checkout itself stays as it is."""
+    logger = get_run_logger()
+    mode = settings.sync.commit
+    if mode == "none":
+        logger.info("version: not committed (pipeline.sync.commit = none)")
+        return {"mode": mode}
+    if not versioning.is_git_checkout(repo):
+        logger.warning("version: %s is not a git checkout: dvc.lock not committed", repo)
+        return {"mode": mode, "skipped": "not a git checkout"}
+    name = runtime.flow_run.name or "run"
+    branch = versioning.branch_name(f"{name}-{str(runtime.flow_run.id)[:8]}")
+    message = (f"retrain {name}: dvc.lock after the run\n\nflow run {runtime.flow_run.id}; "
+               f"stages run: {', '.join(ran) or 'none (all up to date)'}")  # fmt: skip
+    done = versioning.commit_run(repo, branch, message)
+    logger.info("version: %s on %s (%s)", done.commit[:10], branch,
+                ", ".join(done.files) or "nothing changed since HEAD")  # fmt: skip
+    return {"mode": mode, **done.as_dict()}
+
+
+@task(name="push-branch", **RETRY)
+def push_branch(repo: Path, settings: plan.RunSettings, branch: str) -> str:
+    """git push of the run's branch (pipeline.sync.commit = push), after dvc push."""
+    versioning.push_branch(repo, settings.sync.git_remote, branch)
+    get_run_logger().info("push-branch: %s to %s", branch, settings.sync.git_remote)
+    return branch
+
+
 @task(name="convert", task_run_name="convert-{model}")
 def convert_model(repo: Path, model: str, settings: plan.RunSettings) -> str:
     """A TensorRT engine beside the ONNX file, only where a GPU and TensorRT are present."""
@@ -188,21 +218,19 @@ def convert_model(repo: Path, model: str, settings: plan.RunSettings) -> str:
 
 
 @task(name="register", task_run_name="register-{model}", **RETRY)
-def register_model(repo: Path, model: str, settings: plan.RunSettings) -> dict[str, Any]:
-    """A registry version of models/<model> (@challenger), unless one holds this model.pt."""
-    from emoflow.release.registry import register
-
-    logger = get_run_logger()
-    model_dir = repo / "models" / model
-    found = release.registered_version(model_dir, model)
-    if found is not None:
-        name, version, run_id = found
-        logger.info("register: %s v%s already holds this model.pt: not registered again",
-                    name, version)  # fmt: skip
-        return {"name": name, "version": version, "run_id": run_id, "existing": True}
-    done = register(model_dir, model, settings.params, repo / "metrics" / f"{model}.json")
-    return {"name": done.name, "version": done.version, "run_id": done.run_id,
-            "files": list(done.files), "existing": False}  # fmt: skip
+def register_model(repo: Path, model: str, settings: plan.RunSettings,
+                   versioned: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A registry version of models/<model> (@challenger), unless one holds this model.pt (then
+    that one is @challenger: a retry after a partial failure adds no version); tagged with the
+    run's commit."""
+    tags = ({"retrain.commit": versioned["commit"], "retrain.branch": versioned["branch"],
+             "retrain.flow_run": str(runtime.flow_run.id)} if versioned.get("commit") else {})
+    out = release.register_once(repo / "models" / model, model, settings.params,
+                                repo / "metrics" / f"{model}.json", tags)  # fmt: skip
+    if out["existing"]:
+        get_run_logger().info("register: %s v%s already holds this model.pt: not registered "
+                              "again; @challenger points at it", out["name"], out["version"])
+    return out
 
 
 @task(name="promote", task_run_name="promote-{model}", **RETRY)
@@ -279,15 +307,19 @@ def retrain(models: list[str] | None = None, convert: bool | None = None,
             run["steps"]["train"] = stages(root, "train", settings)
         for step in ("evaluate", "export"):
             run["steps"][step] = stages(root, step, settings)
+        ran = [s for step in run["steps"].values() for s in step.get("ran", [])]
+        run["version"] = version_result(root, settings, ran)
         for m, info in run["models"].items():
             info["convert"] = convert_model(root, m, settings)
         for m, info in run["models"].items():
             info["registered"] = register_model.with_options(timeout_seconds=release)(
-                root, m, settings)
+                root, m, settings, run["version"])
         for m, info in run["models"].items():
             info["promotion"] = promote_model.with_options(timeout_seconds=release)(
                 root, m, info["registered"]["version"], settings)
         run["push"] = push.with_options(timeout_seconds=data)(root, settings)
+        if settings.sync.commit == "push" and run["version"].get("branch"):
+            run["version"]["pushed"] = push_branch(root, settings, run["version"]["branch"])
         return publish_report(root, run)
 
 

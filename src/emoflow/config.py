@@ -341,6 +341,10 @@ class PipelineSyncParams(Strict):
     dvc_remote: str | None = Field(
         None, description="DVC remote to pull from and push to; null: DVC's default remote"
     )
+    commit: Literal["none", "local", "push"] = Field(
+        "local", description="after the run: none; local: commit dvc.lock on branch "
+        "retrain/<run>; push: also git push that branch to git_remote (needs push rights)",
+    )
 
 
 class PipelineTimeouts(Strict):

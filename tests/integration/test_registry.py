@@ -343,3 +343,20 @@ def test_register_and_promote_through_a_tracking_server(
     assert sorted(p.name for p in (repo.root / "mlartifacts").iterdir()) == before
     assert np.isclose(float(reg.client().get_model_version(NAME, "2").tags["test.uar"]),
                       repo.good_metrics["uar"])  # fmt: skip
+
+
+def test_a_retried_register_adds_no_version_and_sets_the_alias(repo: Repo, store: Path) -> None:
+    """The retrain flow's register step (``release.register_once``) after a partial failure:
+    the version was created, its alias was not set."""
+    from emoflow.orchestration.release import register_once
+
+    metrics = repo.root / "metrics" / "deep_emotion.json"
+    first = register_once(repo.good, ARCH, repo.params, metrics, {"retrain.commit": "c1"})
+    assert not first["existing"] and _alias("challenger") == first["version"]
+    c = reg.client()
+    c.delete_registered_model_alias(NAME, "challenger")  # the failure: no alias
+    again = register_once(repo.good, ARCH, repo.params, metrics, {"retrain.commit": "c2"})
+    assert again["existing"] and again["version"] == first["version"]
+    assert len(c.search_model_versions(f"name = '{NAME}'")) == 1
+    assert _alias("challenger") == first["version"]
+    assert c.get_model_version(NAME, first["version"]).tags["retrain.commit"] == "c2"

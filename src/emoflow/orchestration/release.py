@@ -7,9 +7,13 @@ A scheduled run with nothing new must not add a registry version per week: a mod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from emoflow.errors import EmoflowError
 from emoflow.training.checkpoint import MODEL_FILE
+
+if TYPE_CHECKING:
+    from emoflow.config import Params
 
 
 def convert_unavailable() -> str | None:
@@ -38,3 +42,46 @@ def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None
         return None
     newest = max(found, key=lambda v: int(v.version))
     return name, str(newest.version), newest.run_id
+
+
+def set_challenger(name: str, version: str) -> None:
+    """(Re)point ``@challenger`` at ``version``: a register retried after the version was
+    created but before its alias was set finds the version by its model.pt and ends here."""
+    from emoflow.release.registry import CHALLENGER, client
+    from emoflow.release.store import store_errors
+
+    with store_errors():
+        client(writable=True).set_registered_model_alias(name, CHALLENGER, version)
+
+
+def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags on a registered version (the retrain run's commit and branch)."""
+    from emoflow.release.registry import client
+    from emoflow.release.store import store_errors
+
+    with store_errors():
+        c = client(writable=True)
+        for key, value in tags.items():
+            c.set_model_version_tag(name, version, key, value)
+
+
+def register_once(model_dir: Path, arch: str, params: Params, metrics: Path,
+                  tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """Register ``model_dir`` as ``@challenger`` unless a version holds its model.pt already;
+    then that version gets the alias. Either way ``tags`` go on the version. Run twice (a
+    retry after a partial failure), it adds no second version and leaves the alias set."""
+    from emoflow.release.registry import register
+
+    found = registered_version(model_dir, arch)
+    if found is not None:
+        name, version, run_id = found
+        set_challenger(name, version)
+        out: dict[str, Any] = {"name": name, "version": version, "run_id": run_id,
+                               "existing": True}  # fmt: skip
+    else:
+        done = register(model_dir, arch, params, metrics)
+        out = {"name": done.name, "version": done.version, "run_id": done.run_id,
+               "files": list(done.files), "existing": False}  # fmt: skip
+    if tags:
+        tag_version(out["name"], out["version"], tags)
+    return out
