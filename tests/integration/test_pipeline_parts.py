@@ -173,5 +173,10 @@ def test_reports_are_built_from_the_stage_files(tmp_path: Path) -> None:
     assert "`emoflow-fan` v2" in md and "kept champion v1" in md
     assert "train: ran train@fan; up to date: split" in md
     assert "- sync: the workspace as it was" in md and "- dvc push: not run" in md
+    assert "- result: not committed (pipeline.sync.commit = none)" in md
+    run["version"] = {"mode": "local", "branch": "retrain/r-1", "commit": "0123456789abcdef",
+                      "files": ["dvc.lock"]}  # fmt: skip
+    assert ("- result: commit 0123456789 on branch `retrain/r-1`: dvc.lock"
+            in report.run_markdown(run))  # fmt: skip
     path = report.write_run_report(tmp_path, run)
     assert json.loads(path.read_text())["models"]["fan"]["registered"]["version"] == "2"

@@ -114,8 +114,17 @@ def run_markdown(run: Mapping[str, Any]) -> str:
         lines.append(f"- {step}: ran {', '.join(ran) or 'nothing'}"
                      + (f"; up to date: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
     lines += ["", "## Run", "", f"- sync: {_sync_text(run.get('sync') or {})}",
-              f"- dvc push: {_push_text(run.get('push') or {})}"]  # fmt: skip
+              f"- dvc push: {_push_text(run.get('push') or {})}",
+              f"- result: {_version_text(run.get('version') or {})}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _version_text(version: Mapping[str, Any]) -> str:
+    if not version.get("commit"):
+        return f"not committed ({version.get('skipped') or 'pipeline.sync.commit = none'})"
+    pushed = " (pushed)" if version.get("pushed") else ""
+    return (f"commit {version['commit'][:10]} on branch `{version['branch']}`{pushed}: "
+            + (", ".join(version.get("files") or []) or "no file changed since HEAD"))
 
 
 def _sync_text(sync: Mapping[str, Any]) -> str:
