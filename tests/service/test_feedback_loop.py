@@ -59,7 +59,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_kept_clips_are_labelled_versioned_and_retrained_on(
         display: str, tiny_fan: Path, prefect: dict[str, str],  # noqa: F811
-        tmp_path: Path) -> None:  # fmt: skip
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
     # -- a served model keeps what it was unsure of; a downstream system corrects one answer
     store = tmp_path / "capture"
     env = {"EMOFLOW_MODEL_DIR": str(tiny_fan), "EMOFLOW_API_KEY": API_KEY,
@@ -67,7 +67,8 @@ def test_kept_clips_are_labelled_versioned_and_retrained_on(
            "EMOFLOW_KEEP_BELOW_CONFIDENCE": "0.99", "EMOFLOW_KEEP_BELOW_MARGIN": "0",
            "EMOFLOW_CPU_WORKERS": "1"}  # fmt: skip
     ids = []
-    with serve(tmp_path / "serve", env) as server, server.client() as c:
+    # a short folder: bentoml's unix sockets live under it (a path limit of ~100 characters)
+    with serve(tmp_path_factory.mktemp("srv"), env) as server, server.client() as c:
         for n in (20, 24, 28):  # three different clips of one real face
             clip = write_clip(tmp_path / f"served{n}.mp4", face_frames(n))
             r = c.post("/predict", files={"video": (clip.name, clip.read_bytes(), "video/mp4")})
