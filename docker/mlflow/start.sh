@@ -1,6 +1,7 @@
 #!/bin/sh
-# Wait for Postgres and the object store, make the buckets (MLflow's artifacts, the DVC remote),
-# then serve MLflow: Postgres backend, S3 artifacts proxied through the server.
+# Wait for Postgres and the object store, make the buckets (MLflow's artifacts, the DVC remote,
+# the service's capture store), then serve MLflow: Postgres backend, S3 artifacts proxied
+# through the server.
 set -eu
 wait_for() {  # host port
     python - "$1" "$2" <<'PY'
@@ -23,7 +24,8 @@ import os, time
 import boto3
 from botocore.exceptions import ClientError, EndpointConnectionError
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
-for bucket in (os.environ.get("MLFLOW_BUCKET", "mlflow"), os.environ.get("DVC_BUCKET", "dvc")):
+for bucket in (os.environ.get("MLFLOW_BUCKET", "mlflow"), os.environ.get("DVC_BUCKET", "dvc"),
+               os.environ.get("CAPTURE_BUCKET", "capture")):
     for attempt in range(30):
         try:
             s3.head_bucket(Bucket=bucket)

@@ -7,6 +7,7 @@ is brought down (volumes included) whatever happens. Marker ``stack``: `.ci/run`
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -27,9 +28,14 @@ pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [str(Path(sys.executable).parent / "podman-compose"), "-f", "docker/compose.yaml"]
-IMAGES = ("localhost/emoflow:cpu", "localhost/emoflow-mlflow:3.17.2",
-          "localhost/emoflow-prefect:3.9.1", "localhost/emoflow-postgres:15",
-          "localhost/emoflow-objectstore:4.48")  # fmt: skip
+# docker/compose.yaml's image settings; the environment may name other tags (a branch's build)
+IMAGE_SETTINGS = {"EMOFLOW_IMAGE": "localhost/emoflow:cpu",
+                  "MLFLOW_IMAGE": "localhost/emoflow-mlflow:3.17.2",
+                  "PREFECT_IMAGE": "localhost/emoflow-prefect:3.9.1",
+                  "POSTGRES_IMAGE": "localhost/emoflow-postgres:15",
+                  "OBJECTSTORE_IMAGE": "localhost/emoflow-objectstore:4.48"}  # fmt: skip
+IMAGE_TAGS = {k: os.environ.get(k, v) for k, v in IMAGE_SETTINGS.items()}
+IMAGES = tuple(IMAGE_TAGS.values())
 PORTS = {"MLFLOW_PORT": 15000, "PREFECT_PORT": 14200, "SERVICE_PORT": 13000, "S3_PORT": 18333}
 API_KEY = "stack-test-key"
 LIST_BUCKETS = """
@@ -107,6 +113,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     overrides = {
         **{k: str(v) for k, v in PORTS.items()},
         "EMOFLOW_API_KEY": API_KEY,
+        "EMOFLOW_CAPTURE": "clips",  # the S3 path of the feedback loop (below)
+        **IMAGE_TAGS,
         "PYTHON_IMAGE": "localhost/python:3.11",
         "DEBIAN_IMAGE": "localhost/debian:base",
     }
@@ -188,7 +196,8 @@ def test_retrain_through_the_stack_registers_promotes_and_serves(stack: Path, tm
     status, _ = _http(f"{service}/predict", b"", headers={})
     assert status == 401  # no key
     boundary = "emoflowstacktest"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; "
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"keep\"\r\n\r\ntrue\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; "
             f"filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode() \
         + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
     status, answer = _http(
@@ -201,3 +210,44 @@ def test_retrain_through_the_stack_registers_promotes_and_serves(stack: Path, tm
     result = json.loads(answer)
     assert result["label"] in result["probabilities"]
     assert str(result["model"]["version"]) == str(version)
+    _feedback_loop_over_s3(service, auth, result, clip, stack, tmp_path)
+
+
+def _feedback_loop_over_s3(service: str, auth: dict, result: dict, clip: Path, env_file: Path,
+                           tmp_path: Path) -> None:  # fmt: skip
+    """The service kept the clip it was asked to keep (``keep=true``) in the object store's
+    capture bucket, takes a correction there, and ``emoflow review pull`` on the host reads both
+    back over S3 into a labelling queue."""
+    pid = result["prediction_id"]
+    other = next(x for x in result["probabilities"] if x != result["label"])
+    bucket = "capture"
+    listed = f"""
+import json, os
+import boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+print(json.dumps([o["Key"] for o in s3.list_objects_v2(Bucket="{bucket}").get("Contents", [])]))
+"""
+    want = {f"service/records/{pid}.json", f"service/clips/{pid}.mp4"}
+    _wait("the kept record and clip in S3", lambda: want <= set(json.loads(
+        _podman("exec", "emoflow_mlflow_1", "python", "-c", listed))), 120)  # fmt: skip
+    status, body = _http(f"{service}/feedback", json.dumps(
+        {"prediction_id": pid, "label": other, "source": "stack-test"}).encode(),
+        {**auth, "Content-Type": "application/json"})  # fmt: skip
+    assert status == 200, body
+    secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))  # fmt: skip
+    queue = tmp_path / "queue"
+    done = subprocess.run(
+        [sys.executable, "-m", "emoflow.cli", "review", "pull",
+         "--store", f"s3://{bucket}/service",
+         "--endpoint", f"http://127.0.0.1:{PORTS['S3_PORT']}", "--queue", str(queue),
+         "--reviewed", str(tmp_path / "reviewed"), "--params", str(ROOT / "params.yaml")],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": secrets["S3_ACCESS_KEY"],
+             "AWS_SECRET_ACCESS_KEY": secrets["S3_SECRET_KEY"], "AWS_DEFAULT_REGION": "us-east-1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (queue / "trials.csv").open(newline="") as f:
+        rows = {r["prediction_id"]: r for r in csv.DictReader(f)}
+    assert rows[pid]["emotion"] == other and rows[pid]["feedback_label"] == other
+    assert (queue / f"{rows[pid]['trial_id']}.mp4").read_bytes() == clip.read_bytes()
