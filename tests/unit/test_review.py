@@ -101,6 +101,11 @@ def test_pull_builds_a_least_confident_first_queue_for_mark(store: CaptureStore,
     hint = review.hints[trials[0].trial_id]
     assert (hint.served_label, hint.peak_frame, hint.feedback_label) == ("fear", 7, "sadness")
     assert load_review(tmp_path / "nope.csv") is None
+    meta = json.loads((queue / "queue.json").read_text())
+    (queue / "queue.json").write_text(json.dumps({**meta, "classes": [f"c{i}" for i in range(10)]}))
+    with pytest.raises(InputError, match="2 to 9 distinct classes"):
+        load_review(queue / "trials.csv")
+    (queue / "queue.json").write_text(json.dumps(meta))
     # already reviewed ids stay out; nothing left leaves the old queue alone
     assert len(pull_queue(store, queue, CLASSES, reviewed={"b" * 32})) == 2
     assert pull_queue(store, queue, CLASSES, reviewed={p * 32 for p in "abc"}) == []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_write_text
+from emoflow.labelling.state import MAX_CLASSES
 
 QUEUE_META = "queue.json"
 LABEL_SUFFIX = ".label.json"
@@ -58,6 +59,9 @@ def load_review(source: str | Path) -> ReviewQueue | None:
         classes = tuple(json.loads(meta_path.read_text(encoding="utf-8"))["classes"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(meta_path, f"not a review queue's {QUEUE_META} ({exc})") from exc
+    if not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) != len(classes):
+        raise InputError(meta_path, f"2 to {MAX_CLASSES} distinct classes (keys 1-"
+                         f"{MAX_CLASSES}), got {list(classes)}")  # fmt: skip
     hints: dict[str, Hint] = {}
     with source.open(newline="", encoding="utf-8") as fh:
         for row_no, row in enumerate(csv.DictReader(fh), start=2):
