@@ -10,6 +10,12 @@ per-frame weights ``(B, T)`` (rows sum to 1, 0 at padding):
 - Deep-Emotion: the mean of the frames' softmax (the decision-level aggregation of evaluation)
   and each frame's share in the averaged probability of the predicted class.
 
+A FAN on expression features (``train.fan.features``: blendshapes or fused) takes a third input,
+``expression (B, T, 52)`` float32: MediaPipe's blendshape scores of each chip, made outside the
+graph by the extractor training used (``faces/blendshapes.py``, in ``clip_inputs``); a
+blendshapes-only FAN reads no pixels (``frames`` stays an input, unused, so every backend keeps
+one calling convention).
+
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
 that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
 ``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
@@ -30,7 +36,18 @@ from emoflow.inference.model_dir import ModelSpec
 from emoflow.models import FANOutput, build_model
 
 INPUTS = ("frames", "mask")
+EXPRESSION_INPUT = "expression"
 OUTPUTS = ("probabilities", "weights")
+
+
+def frame_features(spec: ModelSpec) -> str:
+    """``appearance``, ``blendshapes`` or ``fused``: what the model's frame feature is."""
+    return str(spec.meta["model_config"].get("features", "appearance"))
+
+
+def input_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The graph's inputs: ``frames``, ``mask`` and, on expression features, ``expression``."""
+    return INPUTS if frame_features(spec) == "appearance" else (*INPUTS, EXPRESSION_INPUT)
 
 
 class ClipModel(nn.Module):
@@ -41,12 +58,19 @@ class ClipModel(nn.Module):
         self.grayscale = grayscale
         self.half = half
 
-    def forward(self, frames: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames: Tensor, mask: Tensor, expression: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        if expression is not None and self.half:
+            expression = expression.half()
+        if self.arch == "fan" and getattr(self.model, "features", "") == "blendshapes":
+            assert expression is not None, "a FAN on blendshapes takes the expression input"
+            out = self.model(expression, mask, return_weights=True)
+            return F.softmax(out.logits.float(), dim=1), out.frame_weights.float()
         x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
         if self.half:
             x = x.half()
         if self.arch == "fan":
-            out = self.model(x, mask, return_weights=True)
+            out = self.model(x, mask, return_weights=True, expression=expression)
             beta = None if out.beta is None else out.beta.float()
             out = FANOutput(out.logits.float(), out.alpha.float(), beta)
             return F.softmax(out.logits, dim=1), out.frame_weights
@@ -67,14 +91,23 @@ def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     return ClipModel(model.eval(), spec.arch, spec.grayscale, half).eval()
 
 
-def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:
     """Face chips of several clips → padded ``frames`` uint8 and ``mask`` bool arrays, made by
     the datasets' ``to_uint8`` (resize) and ``collate_clips``. Colour chips for a grayscale
-    model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file)."""
+    model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file).
+    On expression features, also ``expression`` float32 (B, T, 52): the extractor's scores of
+    each chip as given (what training cached), zeros at padding."""
     batch = [(to_uint8([_channels(c, spec.grayscale) for c in chips], spec.image_size), 0)
              for chips in clips]  # fmt: skip
     frames, mask, _ = collate_clips(batch)
-    return frames.numpy(), mask.numpy()
+    if frame_features(spec) == "appearance":
+        return frames.numpy(), mask.numpy()
+    from emoflow.faces.blendshapes import NUM_BLENDSHAPES, extractor
+
+    expression = np.zeros((*mask.shape, NUM_BLENDSHAPES), np.float32)
+    for i, chips in enumerate(clips):
+        expression[i, : len(chips)] = extractor().blendshapes(list(chips))[0]
+    return frames.numpy(), mask.numpy(), expression
 
 
 def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
@@ -83,9 +116,14 @@ def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
     return chip
 
 
-def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Tensor, Tensor]:
+def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Tensor, ...]:
     s = spec.image_size
     x = torch.zeros(clips, frames, s, s, spec.channels, dtype=torch.uint8)
     mask = torch.ones(clips, frames, dtype=torch.bool)
     mask[-1, frames // 2 :] = False  # a padded clip, so the traced graph keeps the mask path
-    return x, mask
+    if frame_features(spec) == "appearance":
+        return x, mask
+    from emoflow.faces.blendshapes import NUM_BLENDSHAPES
+
+    scores = torch.rand(clips, frames, NUM_BLENDSHAPES, generator=torch.Generator().manual_seed(0))
+    return x, mask, scores

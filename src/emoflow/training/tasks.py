@@ -30,7 +30,13 @@ from emoflow.datasets.clips import (
     normalise,
 )
 from emoflow.models import aggregate_clip_probabilities, build_deep_emotion, build_fan
-from emoflow.training.features import FeatureCache, FeatureClipDataset
+from emoflow.training.features import (
+    BlendshapeCache,
+    CachedFeatures,
+    FeatureCache,
+    FeatureClipDataset,
+    JoinedFeatures,
+)
 
 Batch = tuple[Any, ...]
 
@@ -104,7 +110,8 @@ class FanTask:
     cfg: FanTrainParams
     seed: int
     channels_last: bool = field(default=False, init=False)  # set by prepare() on CUDA
-    features: FeatureCache | None = field(default=None, init=False)  # frozen backbone only
+    # cached per-frame features: a frozen backbone, blendshapes, or both side by side
+    features: CachedFeatures | JoinedFeatures | None = field(default=None, init=False)
 
     name = "fan"
 
@@ -113,18 +120,23 @@ class FanTask:
         cached features). On CUDA: channels-last weights and inputs, cuDNN autotuning (the
         ResNet trunk's convolutions with AMP: 1.8× on an H200). Batches have one shape in
         training (K frames, no padding); CPU keeps the default layout and its results."""
-        if self.cfg.frozen_backbone:
+        parts: list[CachedFeatures] = []
+        if model.trunk is not None and self.cfg.frozen_backbone:
             model.trunk.requires_grad_(False)
-            self.features = FeatureCache(model.trunk, model.feature_dim, self.cfg.image_size,
-                                         device)  # fmt: skip
-        self.channels_last = device.type == "cuda" and not self.cfg.frozen_backbone
+            parts.append(FeatureCache(model.trunk, model.trunk_dim, self.cfg.image_size, device))
+        if self.cfg.features != "appearance":
+            parts.append(BlendshapeCache())
+        if parts:
+            self.features = parts[0] if len(parts) == 1 else JoinedFeatures(parts)
+        self.channels_last = device.type == "cuda" and not self.cfg.cached_features
         if not self.channels_last:
             return model
         torch.backends.cudnn.benchmark = True
         return model.to(memory_format=torch.channels_last)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        return param_groups(model, model.trunk, self.cfg.backbone_lr_scale,
+        core = model.module if hasattr(model, "module") else model
+        return param_groups(model, core.trunk, self.cfg.backbone_lr_scale,
                             self.cfg.backbone_warmup_epochs)  # fmt: skip
 
     def loader_workers(self, workers: int) -> int:
@@ -140,11 +152,15 @@ class FanTask:
         pretrained = Path(self.cfg.pretrained) if self.cfg.pretrained else None
         return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
                          pretrained=pretrained, backbone=self.cfg.backbone,
-                         pretrained_backbone=self.cfg.backbone != "resnet18")  # fmt: skip
+                         pretrained_backbone=self.cfg.backbone != "resnet18",
+                         features=self.cfg.features)  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
-        return {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
-                "backbone": self.cfg.backbone}  # fmt: skip
+        config = {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
+                  "backbone": self.cfg.backbone}  # fmt: skip
+        if self.cfg.features != "appearance":  # model files from before it load as they did
+            config["features"] = self.cfg.features
+        return config
 
     def backbone_info(self) -> dict[str, Any]:
         """The frame encoder and the input it takes, for model.pt (plain types only)."""
@@ -159,6 +175,19 @@ class FanTask:
                         input_scale=dr.INPUT_SCALE,
                         normalisation="inside the model: (RGB - input_mean) / input_scale "
                         "from the datasets' ImageNet-normalised input")  # fmt: skip
+        if self.cfg.features != "appearance":
+            from emoflow.faces import blendshapes as bs
+
+            info["features"] = self.cfg.features
+            if self.cfg.features == "blendshapes":
+                info["name"] = None  # no frame encoder: the scores are the frame's feature
+            info["expression"] = {
+                "extractor": "mediapipe face_landmarker (FaceMesh V2 + Blendshapes V2), IMAGE "
+                             "mode, on each stored face chip",
+                "source": f"{bs.PACKAGE}/{bs.TASK_FILE}", "sha256": bs.task_sha256(),
+                "fingerprint": bs.fingerprint(), "min_side": bs.MIN_SIDE,
+                "dim": bs.NUM_BLENDSHAPES, "names": list(bs.NAMES),
+            }  # fmt: skip
         return info
 
     def train_dataset(self, refs: list[ClipRef]) -> Dataset:
@@ -206,6 +235,9 @@ class FanTask:
         return torch.cat(out).numpy()
 
     def input_example(self) -> np.ndarray:
+        if self.cfg.features != "appearance":  # MediaPipe's scores come from outside the graph
+            d = build_fan(2, features=self.cfg.features, backbone=self.cfg.backbone).feature_dim
+            return np.zeros((1, self.cfg.frames_per_clip, d), np.float32)
         s = self.cfg.image_size
         return np.zeros((1, self.cfg.frames_per_clip, 3, s, s), np.float32)
 
