@@ -146,3 +146,13 @@ def test_blendshapes_fan_exports_with_an_expression_input(
     onnx = Predictor.from_dir(folder, "onnx").predict_face_files([r.path for r in refs])
     eager = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
     assert [r.label for r in onnx] == [r.label for r in eager]
+
+
+def test_tensorrt_conversion_refuses_expression_models(trained: tuple[Path, Path],
+                                                       tiny_faces: Path) -> None:  # fmt: skip
+    from emoflow.errors import EmoflowError
+    from emoflow.release.convert import convert_model
+
+    folder, _ = trained
+    with pytest.raises(EmoflowError, match="expression input"):
+        convert_model(folder, tiny_faces / "faces", tiny_faces / "splits")
