@@ -273,6 +273,13 @@ class FanTrainParams(Strict):
         "(MediaPipe's 52 expression scores, no backbone); fused (the frozen backbone's ⊕ the "
         "blendshapes); blendshapes are computed once per face file and cached"
     )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none)"
+    )
+    balanced_sampling: bool = Field(
+        False, description="draw training clips with chance ∝ 1 / their class's count (with "
+        "replacement, as many per epoch as there are clips) instead of a shuffle"
+    )
     optimizer: OptimizerParams = Field(
         default_factory=lambda: OptimizerParams(milestones={250: 0.02})
     )

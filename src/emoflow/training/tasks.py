@@ -74,15 +74,44 @@ def skipping(collate: Callable[[list], Batch]) -> Callable[[list], tuple[Batch |
 
 def train_loader(dataset: Dataset, batch_size: int, collate: Callable[[list], Batch], *,
                  workers: int, seed: int, world: int = 1, rank: int = 0,
-                 pin_memory: bool = False) -> DataLoader:  # fmt: skip
-    """The training DataLoader: shuffled per epoch (``DistributedSampler``), the epoch carried
-    with each index to persistent workers (call ``loader.sampler.set_epoch``), corrupted
-    samples skipped."""
-    sampler = EpochSampler(DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                              shuffle=True, seed=seed))  # fmt: skip
+                 pin_memory: bool = False, balance: list[int] | None = None
+                 ) -> DataLoader:  # fmt: skip
+    """The training DataLoader: shuffled per epoch (``DistributedSampler``), or drawn
+    class-balanced when ``balance`` gives the samples' labels (``BalancedSampler``), the epoch
+    carried with each index to persistent workers (call ``loader.sampler.set_epoch``),
+    corrupted samples skipped."""
+    inner: Any = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed) if balance is None
+                  else BalancedSampler(balance, seed, world, rank))  # fmt: skip
+    sampler = EpochSampler(inner)
     return face_loader(dataset, workers=workers, batch_size=batch_size, sampler=sampler,
                        collate_fn=skipping(collate), persistent_workers=workers > 0,
                        pin_memory=pin_memory)  # fmt: skip
+
+
+class BalancedSampler:
+    """Indices drawn with chance ∝ 1 / (count of the sample's label), with replacement, as many
+    per epoch as there are samples (rounded up to a multiple of ``world``: every process takes
+    as many steps); each process takes every world-th draw. The draws depend on (seed, epoch)
+    only, so a resumed run draws the same."""
+
+    def __init__(self, labels: list[int], seed: int, world: int = 1, rank: int = 0) -> None:
+        counts = np.bincount(labels)
+        weights = 1.0 / counts[np.asarray(labels)]
+        self.p = weights / weights.sum()
+        self.n, self.seed, self.world, self.rank = len(labels), seed, world, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        draws = rng.choice(self.n, size=len(self) * self.world, replace=True, p=self.p)
+        return iter(draws[self.rank :: self.world].tolist())
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
 
 
 def param_groups(model: nn.Module, backbone: nn.Module | None = None, lr_scale: float = 1.0,
@@ -209,7 +238,8 @@ class FanTask:
         labels = labels.to(device, non_blocking=True)
         logits = model(self._inputs(frames, device),
                        None if full else mask.to(device, non_blocking=True))  # fmt: skip
-        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        return loss, (logits.argmax(1) == labels).sum()
 
     def placeholder(self) -> Batch:
         """A one-clip batch of black frames (a zero-weight step's input under DDP)."""
