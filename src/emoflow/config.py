@@ -276,6 +276,10 @@ class FanTrainParams(Strict):
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none)"
     )
+    tta_flip: bool = Field(
+        False, description="test-time flips: a clip's probabilities are the mean over its frames "
+        "and their mirror images (validation, evaluate, predict, the service and the export)"
+    )
     balanced_sampling: bool = Field(
         False, description="draw training clips with chance ∝ 1 / their class's count (with "
         "replacement, as many per epoch as there are clips) instead of a shuffle"

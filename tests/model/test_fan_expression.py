@@ -156,3 +156,39 @@ def test_tensorrt_conversion_refuses_expression_models(trained: tuple[Path, Path
     folder, _ = trained
     with pytest.raises(EmoflowError, match="expression input"):
         convert_model(folder, tiny_faces / "faces", tiny_faces / "splits")
+
+
+def test_test_time_flips_agree_between_evaluation_prediction_and_onnx(
+    trained: tuple[Path, Path], tiny_faces: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """``tta_flip``: evaluation (cached mirror scores), the Predictor (the extractor on mirrored
+    chips) and the exported graph average the same two passes."""
+    import shutil
+
+    from emoflow.inference.predictor import Predictor
+    from emoflow.release.export import export_model
+    from emoflow.training.checkpoint import save
+
+    folder, cache = trained
+    monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
+    flipped = tmp_path / "flipped"
+    shutil.copytree(folder, flipped, ignore=shutil.ignore_patterns("model.onnx", "export.json"))
+    meta = load(flipped / "model.pt")
+    save(flipped / "model.pt", {**meta, "tta_flip": True})
+    model, meta = load_model_file(flipped / "model.pt")
+    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
+                         meta["classes"])  # fmt: skip
+    cfg = load_params(_params(tmp_path, tta_flip=True)).train.fan
+    task = FanTask(cfg, 0)
+    task.prepare(model, torch.device("cpu"))
+    expected = task.predict(model, refs, torch.device("cpu"), 0)
+    plain = FanTask(cfg.model_copy(update={"tta_flip": False}), 0)
+    plain.prepare(model, torch.device("cpu"))
+    assert np.abs(expected - plain.predict(model, refs, torch.device("cpu"), 0)).max() > 1e-4
+    results = Predictor.from_dir(flipped, "torch").predict_face_files([r.path for r in refs])
+    got = np.array([[r.probabilities[c] for c in meta["classes"]] for r in results])
+    assert np.abs(got - expected).max() <= 1e-5
+    info = export_model(flipped, tiny_faces / "faces", tiny_faces / "splits")
+    assert info["tta_flip"] and "expression_mirror" in info["inputs"]
+    assert info["parity"]["max_abs_diff"] <= 1e-4

@@ -49,3 +49,21 @@ def test_label_smoothing_changes_the_fan_loss() -> None:
         expected = torch.nn.functional.cross_entropy(logits, batch[2], label_smoothing=0.1)
     assert np.isclose(float(smooth), float(expected)) and not np.isclose(float(plain),
                                                                          float(smooth))  # fmt: skip
+
+
+def test_flip_tta_in_the_clip_graph_averages_both_passes() -> None:
+    """``ClipModel(flip=True)`` (predict, the service, export) = the mean of the clip and of
+    its mirror image, for a FAN on images; padding keeps zero weight."""
+    from emoflow.inference.graph import ClipModel
+
+    torch.manual_seed(0)
+    fan = build_fan(3).eval()
+    frames = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    with torch.no_grad():
+        p, w = ClipModel(fan, "fan", False, flip=True)(frames, mask)
+        p1, w1 = ClipModel(fan, "fan", False)(frames, mask)
+        p2, w2 = ClipModel(fan, "fan", False)(frames.flip(3), mask)
+    assert torch.allclose(p, (p1 + p2) / 2, atol=1e-6) and torch.allclose(w, (w1 + w2) / 2)
+    assert not torch.allclose(p1, p2, atol=1e-4)
+    assert float(w[0, 2]) == 0.0 and torch.allclose(w.sum(1), torch.ones(2))

@@ -16,6 +16,10 @@ graph by the extractor training used (``faces/blendshapes.py``, in ``clip_inputs
 blendshapes-only FAN reads no pixels (``frames`` stays an input, unused, so every backend keeps
 one calling convention).
 
+A model trained with ``train.fan.tta_flip`` (``model.pt``'s ``tta_flip``) averages, inside the
+graph, the probabilities and frame weights of the frames and of their mirror images (flipped in
+the graph; an expression model takes the mirrors' scores as ``expression_mirror``).
+
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
 that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
 ``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
@@ -37,6 +41,7 @@ from emoflow.models import FANOutput, build_model
 
 INPUTS = ("frames", "mask")
 EXPRESSION_INPUT = "expression"
+MIRROR_INPUT = "expression_mirror"
 OUTPUTS = ("probabilities", "weights")
 
 
@@ -45,21 +50,38 @@ def frame_features(spec: ModelSpec) -> str:
     return str(spec.meta["model_config"].get("features", "appearance"))
 
 
+def tta_flip(spec: ModelSpec) -> bool:
+    return bool(spec.meta.get("tta_flip", False))
+
+
 def input_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The graph's inputs: ``frames``, ``mask`` and, on expression features, ``expression``."""
-    return INPUTS if frame_features(spec) == "appearance" else (*INPUTS, EXPRESSION_INPUT)
+    """The graph's inputs: ``frames``, ``mask`` and, on expression features, ``expression``
+    (and ``expression_mirror`` with test-time flips)."""
+    if frame_features(spec) == "appearance":
+        return INPUTS
+    return (*INPUTS, EXPRESSION_INPUT, *((MIRROR_INPUT,) if tta_flip(spec) else ()))
 
 
 class ClipModel(nn.Module):
-    def __init__(self, model: nn.Module, arch: str, grayscale: bool, half: bool = False) -> None:
+    def __init__(self, model: nn.Module, arch: str, grayscale: bool, half: bool = False,
+                 flip: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.model = model.half() if half else model
         self.arch = arch
         self.grayscale = grayscale
         self.half = half
+        self.flip = flip
 
-    def forward(self, frames: Tensor, mask: Tensor, expression: Tensor | None = None
-                ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def forward(self, frames: Tensor, mask: Tensor, expression: Tensor | None = None,
+                expression_mirror: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        probs, weights = self.once(frames, mask, expression, mirror=False)
+        if not self.flip:
+            return probs, weights
+        p2, w2 = self.once(frames, mask, expression_mirror, mirror=True)
+        return (probs + p2) / 2, (weights + w2) / 2
+
+    def once(self, frames: Tensor, mask: Tensor, expression: Tensor | None, mirror: bool
+             ) -> tuple[Tensor, Tensor]:  # fmt: skip
         if expression is not None and self.half:
             expression = expression.half()
         if self.arch == "fan" and getattr(self.model, "features", "") == "blendshapes":
@@ -67,6 +89,8 @@ class ClipModel(nn.Module):
             out = self.model(expression, mask, return_weights=True)
             return F.softmax(out.logits.float(), dim=1), out.frame_weights.float()
         x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
+        if mirror:
+            x = x.flip(-1)
         if self.half:
             x = x.half()
         if self.arch == "fan":
@@ -88,7 +112,7 @@ def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
     model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
     model.load_state_dict(spec.meta["state_dict"])
-    return ClipModel(model.eval(), spec.arch, spec.grayscale, half).eval()
+    return ClipModel(model.eval(), spec.arch, spec.grayscale, half, tta_flip(spec)).eval()
 
 
 def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:
@@ -105,9 +129,15 @@ def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndar
     from emoflow.faces.blendshapes import NUM_BLENDSHAPES, extractor
 
     expression = np.zeros((*mask.shape, NUM_BLENDSHAPES), np.float32)
+    mirrored = np.zeros_like(expression) if tta_flip(spec) else None
     for i, chips in enumerate(clips):
         expression[i, : len(chips)] = extractor().blendshapes(list(chips))[0]
-    return frames.numpy(), mask.numpy(), expression
+        if mirrored is not None:  # the mirror images' own scores, as training cached them
+            flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+            mirrored[i, : len(chips)] = extractor().blendshapes(flipped)[0]
+    if mirrored is None:
+        return frames.numpy(), mask.numpy(), expression
+    return frames.numpy(), mask.numpy(), expression, mirrored
 
 
 def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
@@ -125,5 +155,7 @@ def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Te
         return x, mask
     from emoflow.faces.blendshapes import NUM_BLENDSHAPES
 
-    scores = torch.rand(clips, frames, NUM_BLENDSHAPES, generator=torch.Generator().manual_seed(0))
-    return x, mask, scores
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.rand(clips, frames, NUM_BLENDSHAPES, generator=g)
+              for _ in range(len(input_names(spec)) - 2)]  # fmt: skip
+    return x, mask, *scores

@@ -38,12 +38,14 @@ from emoflow.fsio import atomic_path, atomic_write_text
 from emoflow.inference.backends import onnx_session
 from emoflow.inference.graph import (
     EXPRESSION_INPUT,
+    MIRROR_INPUT,
     OUTPUTS,
     clip_inputs,
     example_inputs,
     frame_features,
     input_names,
     load_clip_model,
+    tta_flip,
 )
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_spec
 from emoflow.training.tasks import make_task
@@ -88,7 +90,7 @@ def export_onnx(clip_model: torch.nn.Module, spec: ModelSpec, path: Path, opset:
 
     check_opset(spec.arch, opset)
     dims = {"frames": {0: "clips", 1: "frames"}, "mask": {0: "clips", 1: "frames"},
-            EXPRESSION_INPUT: {0: "clips", 1: "frames"},
+            EXPRESSION_INPUT: {0: "clips", 1: "frames"}, MIRROR_INPUT: {0: "clips", 1: "frames"},
             "probabilities": {0: "clips"}, "weights": {0: "clips", 1: "frames"}}  # fmt: skip
     names = input_names(spec)
     dims = {k: v for k, v in dims.items() if k in (*names, *OUTPUTS)}
@@ -144,10 +146,11 @@ def reference_probabilities(spec: ModelSpec, refs: list[ClipRef]) -> np.ndarray:
     """Evaluation's own numbers: the training task's ``predict`` on the CPU."""
     features = frame_features(spec)
     if features == "appearance":
-        fan = FanTrainParams(image_size=spec.image_size)
+        fan = FanTrainParams(image_size=spec.image_size, tta_flip=tta_flip(spec))
     else:  # the cached-feature route that trained it (expression scores come from outside)
         fan = FanTrainParams(image_size=spec.image_size, features=features, backbone_lr_scale=0,
-                             backbone=spec.meta["model_config"].get("backbone", "resnet18"))
+                             backbone=spec.meta["model_config"].get("backbone", "resnet18"),
+                             tta_flip=tta_flip(spec))  # fmt: skip
     de = DeepEmotionTrainParams(image_size=spec.image_size, grayscale=spec.grayscale)
     task = make_task(spec.arch, fan, de, 0)
     model = load_clip_model(spec).model
@@ -252,7 +255,13 @@ def export_info(spec: ModelSpec, opset: int, figures: dict[str, Any], onnx_path:
                            "extractor outside this graph: emoflow.faces.blendshapes; model.pt's "
                            "backbone.expression); 0 at padding"}}
                if EXPRESSION_INPUT in input_names(spec) else {}),
+            **({MIRROR_INPUT: {
+                "dtype": "float32", "shape": ["clips", "frames", 52],
+                "meaning": "the same scores of each face image's mirror image (test-time "
+                           "flips, tta_flip)"}}
+               if MIRROR_INPUT in input_names(spec) else {}),
         },
+        "tta_flip": bool(spec.meta.get("tta_flip", False)),
         "frame_features": frame_features(spec),
         "outputs": {
             "probabilities": {"dtype": "float32", "shape": ["clips", len(spec.classes)]},

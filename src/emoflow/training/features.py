@@ -153,10 +153,12 @@ class JoinedFeatures:
 class FeatureClipDataset(Dataset):
     """:class:`~emoflow.datasets.clips.ClipDataset` over cached features: ``(features (T, d),
     label)``; in training K segment-sampled frames and, with chance ``flip``, their mirrors (one
-    draw per clip); in evaluation all frames as they are."""
+    draw per clip); in evaluation all frames as they are (``mirror``: their mirror images')."""
 
     def __init__(self, clips: list[ClipRef], cache: CachedFeatures | JoinedFeatures, train: bool,
-                 frames_per_clip: int = 3, flip: float = 0.0, seed: int = 0) -> None:  # fmt: skip
+                 frames_per_clip: int = 3, flip: float = 0.0, seed: int = 0,
+                 mirror: bool = False) -> None:  # fmt: skip
+        self.mirror = int(mirror)
         self.clips = clips
         self.train = train
         self.k = frames_per_clip
@@ -180,7 +182,7 @@ class FeatureClipDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         feats, label = self.features[index], self.clips[index].label
         if not self.train:
-            return feats[:, 0], label
+            return feats[:, self.mirror], label
         rng = np.random.default_rng([self.seed, epoch, index])
         mirror = int(rng.random() < self.flip)
         return feats[segment_indices(len(feats), self.k, rng), mirror], label

@@ -253,14 +253,25 @@ class FanTask:
     @torch.no_grad()
     def predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
                 workers: int) -> np.ndarray:  # fmt: skip
-        """Class probabilities per clip, from all its selected frames."""
+        """Class probabilities per clip, from all its selected frames (with ``tta_flip``, the
+        mean of the frames' and their mirror images' probabilities, as ``ClipModel``)."""
+        probs = self._predict(model, refs, device, workers, mirror=False)
+        if self.cfg.tta_flip:
+            probs = (probs + self._predict(model, refs, device, workers, mirror=True)) / 2
+        return probs
+
+    def _predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
+                 workers: int, mirror: bool) -> np.ndarray:  # fmt: skip
         ds: Dataset = ClipDataset(refs, train=False, size=self.cfg.image_size)
         if self.features is not None:
-            ds, workers = FeatureClipDataset(refs, self.features, train=False), 0
+            ds, workers = FeatureClipDataset(refs, self.features, train=False, mirror=mirror), 0
         loader = face_loader(ds, workers=workers, batch_size=4, collate_fn=collate_clips)
         out = []
         for frames, mask, _ in loader:
-            logits = model(self._inputs(frames, device), mask.to(device))
+            x = self._inputs(frames, device)
+            if mirror and x.dim() == 5:  # (B, T, C, H, W): mirror the width
+                x = x.flip(-1)
+            logits = model(x, mask.to(device))
             out.append(F.softmax(logits.float(), 1).cpu())
         return torch.cat(out).numpy()
 

@@ -344,6 +344,7 @@ def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn
         "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
         "frames_per_clip": getattr(cfg, "frames_per_clip", None),
         "backbone": task.backbone_info(),
+        "tta_flip": getattr(cfg, "tta_flip", False),
     })  # fmt: skip
 
 
