@@ -55,7 +55,7 @@ def test_fused_frames_with_expression_give_what_features_give() -> None:
 def test_blendshapes_fan_has_no_trunk_and_takes_features() -> None:
     fan = build_fan(3, features="blendshapes").eval()
     assert fan.trunk is None and fan.feature_dim == 52
-    assert sum(p.numel() for p in fan.parameters()) < 10_000
+    assert sum(p.numel() for p in fan.parameters()) < 1_000  # 577: heads only
     out = fan(torch.rand(2, 4, 52), torch.ones(2, 4, dtype=torch.bool))
     assert out.shape == (2, 3)
     with pytest.raises(ValueError, match="FAN expects frames"):
