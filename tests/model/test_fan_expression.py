@@ -192,3 +192,24 @@ def test_test_time_flips_agree_between_evaluation_prediction_and_onnx(
     info = export_model(flipped, tiny_faces / "faces", tiny_faces / "splits")
     assert info["tta_flip"] and "expression_mirror" in info["inputs"]
     assert info["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_another_extractor_model_is_reported(trained: tuple[Path, Path], tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    import shutil
+
+    from emoflow.inference.graph import load_clip_model
+    from emoflow.inference.model_dir import read_spec
+    from emoflow.training.checkpoint import save
+
+    folder, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(folder, other, ignore=shutil.ignore_patterns("model.onnx", "export.json"))
+    meta = load(other / "model.pt")
+    meta["backbone"]["expression"]["fingerprint"] = "mediapipe-0000000000000000-min192"
+    save(other / "model.pt", meta)
+    with caplog.at_level("WARNING", logger="emoflow.inference.graph"):
+        load_clip_model(read_spec(folder))
+        assert not caplog.records
+        load_clip_model(read_spec(other))
+    assert "predictions may differ" in caplog.text and "mediapipe-0000" in caplog.text

@@ -29,6 +29,8 @@ normalisation table, the softmax, the frame means and the weight normalisation (
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ from torch import Tensor, nn
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
 from emoflow.inference.model_dir import ModelSpec
 from emoflow.models import FANOutput, build_model
+
+log = logging.getLogger(__name__)
 
 INPUTS = ("frames", "mask")
 EXPRESSION_INPUT = "expression"
@@ -112,7 +116,21 @@ def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
     model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
     model.load_state_dict(spec.meta["state_dict"])
+    if frame_features(spec) != "appearance":
+        _check_extractor(spec)
     return ClipModel(model.eval(), spec.arch, spec.grayscale, half, tta_flip(spec)).eval()
+
+
+def _check_extractor(spec: ModelSpec) -> None:
+    """Warn when the installed MediaPipe model is not the one the model was trained with: its
+    scores would be another function than the one the heads learnt."""
+    from emoflow.faces.blendshapes import fingerprint
+
+    recorded = ((spec.meta.get("backbone") or {}).get("expression") or {}).get("fingerprint")
+    if recorded != fingerprint():
+        log.warning("%s: trained on blendshapes of %s, this installation computes %s: "
+                    "predictions may differ from evaluation's", spec.model_file, recorded,
+                    fingerprint())  # fmt: skip
 
 
 def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:
