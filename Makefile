@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,stack]'
+	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python docker/requirements.py --no-deps)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,12 @@ same step; validation excluded, first epoch dropped).
     .venv/bin/python bench/train.py                       # loader, CPU: old vs new ms per clip
     python bench/train.py --device cuda --workers 14      # + model alone vs full loop
     .venv/bin/python bench/train.py --ddp [--model fan] [--epochs 3]   # 1 vs 2 DDP processes
+    .venv/bin/python bench/train.py --routes [--epochs 3]  # FAN's frame encoders: epoch times
+
+``--routes`` trains FAN with the real ``emoflow train`` on the workspace's data (params.yaml's
+``train.fan`` with each route's keys over it, an empty feature cache in a temporary folder):
+the run's wall time (the frozen routes compute their features in it), the seconds per epoch
+(the trainer's ``train_seconds``, mean over epochs 2..n) and the epoch's clips per second.
 
 Last lines: `loader CPU ms per clip: old <a>, new <b> (<a/b>x)` and, on a GPU,
 `end to end / step alone: <ratio>`.
@@ -182,6 +188,39 @@ def run_ddp(model: str, processes: int, epochs: int, params: Path, work: Path) -
     return sum(h["samples_per_s"] for h in history) / len(history)
 
 
+# FAN's frame encoders (train.fan keys over params.yaml's): docs/training.md
+DLIB = {"image_size": 150, "backbone": "dlib_resnet29", "pretrained": None}
+ROUTES = {
+    "resnet18 (scratch)": {},
+    "dlib_resnet29 frozen": {**DLIB, "backbone_lr_scale": 0.0},
+    "dlib_resnet29 fine-tuned (lr x 0.1)": {**DLIB, "backbone_lr_scale": 0.1},
+    "blendshapes": {"features": "blendshapes"},
+    "fused (dlib frozen + blendshapes)": {**DLIB, "backbone_lr_scale": 0.0, "features": "fused"},
+}
+
+
+def run_route(name: str, keys: dict, epochs: int, params: Path, work: Path
+              ) -> tuple[float, float, float]:  # fmt: skip
+    """(wall s of `emoflow train`, s per epoch, clips/s) of FAN with ``keys``."""
+    raw = yaml.safe_load(params.read_text())
+    raw["train"]["fan"].update(keys, epochs=epochs)
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    p = work / f"params_{slug}.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = work / f"out_{slug}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+           "EMOFLOW_WEIGHTS_CACHE": str(work / f"cache_{slug}")}  # fmt: skip
+    cmd = [sys.executable, "-m", "emoflow.cli", "train", "--model", "fan", "--params", str(p),
+           "--out", str(out)]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    history = json.loads((out / "history.json").read_text())[1:] or \
+        json.loads((out / "history.json").read_text())
+    epoch_s = sum(h["train_seconds"] for h in history) / len(history)
+    return wall, epoch_s, sum(h["samples_per_s"] for h in history) / len(history)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu: the loader only; cuda: + the GPU")
@@ -196,9 +235,18 @@ def main() -> None:
     ap.add_argument("--gpu-epochs", type=int, default=3, help="GPU: trainer epochs")
     ap.add_argument("--step", action="store_true", help="time the model step on the CPU too")
     ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
+    ap.add_argument("--routes", action="store_true", help="FAN's frame encoders: epoch times")
     ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"], help="--ddp only")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="--ddp only")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"),
+                    help="--ddp and --routes only")
     args = ap.parse_args()
+    if args.routes:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, keys in ROUTES.items():
+                wall, epoch_s, rate = run_route(name, keys, args.epochs, args.params, Path(tmp))
+                print(f"{name:38s} train {wall:7.1f} s in all, {epoch_s:6.2f} s per epoch "
+                      f"({rate:7.1f} clips/s)", flush=True)  # fmt: skip
+        return
     if args.ddp:
         unit = "clips" if args.model == "fan" else "frames"
         with tempfile.TemporaryDirectory() as tmp:

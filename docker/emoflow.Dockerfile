@@ -14,7 +14,8 @@ FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml docker/requirements.py ./
 RUN python3 requirements.py stack > requirements-cpu.txt \
-    && python3 requirements.py stack gpu > requirements-gpu.txt
+    && python3 requirements.py stack gpu > requirements-gpu.txt \
+    && python3 requirements.py --no-deps > requirements-nodeps.txt
 
 # --- emoflow itself as a wheel: the runtime stages install it on top of the venv, so a change of
 # emoflow's source adds a layer of a few hundred kB, not another copy of the 8 GB venv ----------
@@ -44,13 +45,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY constraints.txt ./
 COPY --from=requirements /src/requirements-cpu.txt ./requirements.txt
+COPY --from=requirements /src/requirements-nodeps.txt ./requirements-nodeps.txt
 # The pinned stack first (with the `stack` extra: S3 for the DVC remote, the Postgres driver,
 # Prefect's Kubernetes worker), in a layer of its own: a change of emoflow's source alone reuses it.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     python3 -m venv /opt/emoflow \
     && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
-    && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt
+    && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt \
+    && /opt/emoflow/bin/pip install --no-deps -r requirements-nodeps.txt
 # git: DVC's workspace is a git checkout.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -64,7 +67,7 @@ FROM venv AS cpu
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow"
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow, mediapipe"
 WORKDIR /app
 # The project's own files that the roles run: the stage graph and params (the worker's workspace
 # template), the flows and the service.

@@ -268,6 +268,22 @@ class FanTrainParams(Strict):
     backbone_warmup_epochs: int = Field(
         0, ge=0, description="epochs with the backbone frozen before it trains (heads warm up)"
     )
+    features: Literal["appearance", "blendshapes", "fused"] = Field(
+        "appearance", description="a frame's feature: appearance (the backbone's); blendshapes "
+        "(MediaPipe's 52 expression scores, no backbone); fused (the frozen backbone's ⊕ the "
+        "blendshapes); blendshapes are computed once per face file and cached"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none)"
+    )
+    tta_flip: bool = Field(
+        False, description="test-time flips: a clip's probabilities are the mean over its frames "
+        "and their mirror images (validation, evaluate, predict, the service and the export)"
+    )
+    balanced_sampling: bool = Field(
+        False, description="draw training clips with chance ∝ 1 / their class's count (with "
+        "replacement, as many per epoch as there are clips) instead of a shuffle"
+    )
     optimizer: OptimizerParams = Field(
         default_factory=lambda: OptimizerParams(milestones={250: 0.02})
     )
@@ -282,12 +298,20 @@ class FanTrainParams(Strict):
             if self.pretrained is not None:
                 raise ValueError("pretrained is a ResNet18 state dict: dlib_resnet29's weights "
                                  "come from face_recognition_models; set it to null")  # fmt: skip
+        if self.features == "fused" and not self.frozen_backbone:
+            raise ValueError("features fused joins the blendshapes to a frozen backbone's cached "
+                             "features: set backbone_lr_scale to 0")  # fmt: skip
         return self
 
     @property
     def frozen_backbone(self) -> bool:
         """The backbone never trains: the heads learn on cached backbone features."""
         return self.backbone_lr_scale == 0.0
+
+    @property
+    def cached_features(self) -> bool:
+        """The heads learn on cached per-frame features (a frozen backbone, blendshapes)."""
+        return self.frozen_backbone or self.features == "blendshapes"
 
 
 class DeepEmotionTrainParams(Strict):

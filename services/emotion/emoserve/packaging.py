@@ -56,6 +56,13 @@ def pinned_requirements(root: Path, extras: tuple[str, ...] = ()) -> list[str]:
     return reqs
 
 
+def no_deps_requirements(root: Path) -> list[str]:
+    """pyproject.toml's ``[tool.emoflow] no-deps``: pins installed without their declared
+    dependencies (MediaPipe for FAN's expression features; pyproject.toml says why)."""
+    tool = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {})
+    return list(tool.get("emoflow", {}).get("no-deps", []))
+
+
 def emoflow_wheel() -> str:
     """The requirement line of emoflow's own wheel, relative to the Bento's src/."""
     return f"./{WHEELS_DIR}/emoflow-{metadata.version('emoflow')}-py3-none-any.whl"
@@ -75,4 +82,6 @@ def service_image(args: BuildArgs) -> bentoml.images.Image | None:
     )
     image.system_packages(*SYSTEM_PACKAGES)
     image.python_packages(*pinned_requirements(root, ("gpu",) if cuda else ()), emoflow_wheel())
+    if extra := no_deps_requirements(root):  # after the pinned stack, into the Bento's venv
+        image.run(f"uv pip install --python /app/.venv/bin/python --no-deps {' '.join(extra)}")
     return image

@@ -23,7 +23,7 @@ import torch
 
 from emoflow.errors import EmoflowError
 from emoflow.inference.availability import check_backend
-from emoflow.inference.graph import INPUTS, load_clip_model
+from emoflow.inference.graph import input_names, load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_json
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class Backend(Protocol):
     name: str
     reason: str  # why this backend serves (open_backend sets it)
 
-    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def run(self, frames: np.ndarray, mask: np.ndarray, *expression: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
 
 
 class TorchBackend:
@@ -45,10 +46,12 @@ class TorchBackend:
         self.model = load_clip_model(spec).to(self.device)
 
     @torch.inference_mode()
-    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, frames: np.ndarray, mask: np.ndarray, *expression: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         x = torch.from_numpy(frames).to(self.device)
         m = torch.from_numpy(mask).to(self.device)
-        probs, weights = self.model(x, m)
+        e = [torch.from_numpy(a).to(self.device) for a in expression]
+        probs, weights = self.model(x, m, *e)
         return probs.cpu().numpy(), weights.cpu().numpy()
 
 
@@ -90,9 +93,14 @@ class OnnxBackend:
             raise EmoflowError(problem)
         self.session = onnx_session(spec.folder / ONNX_FILE, threads)
         self.providers = self.session.get_providers()
+        self.inputs = input_names(spec)
 
-    def run(self, frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs, weights = self.session.run(None, dict(zip(INPUTS, (frames, mask), strict=True)))
+    def run(self, frames: np.ndarray, mask: np.ndarray, *expression: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        feed = dict(zip(self.inputs, (frames, mask, *expression), strict=True))
+        # a graph that reads no pixels (blendshapes alone) may have lost its frames input
+        names = {i.name for i in self.session.get_inputs()}
+        probs, weights = self.session.run(None, {k: v for k, v in feed.items() if k in names})
         return probs, weights
 
 

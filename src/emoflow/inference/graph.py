@@ -10,6 +10,16 @@ per-frame weights ``(B, T)`` (rows sum to 1, 0 at padding):
 - Deep-Emotion: the mean of the frames' softmax (the decision-level aggregation of evaluation)
   and each frame's share in the averaged probability of the predicted class.
 
+A FAN on expression features (``train.fan.features``: blendshapes or fused) takes a third input,
+``expression (B, T, 52)`` float32: MediaPipe's blendshape scores of each chip, made outside the
+graph by the extractor training used (``faces/blendshapes.py``, in ``clip_inputs``); a
+blendshapes-only FAN reads no pixels (``frames`` stays an input, unused, so every backend keeps
+one calling convention).
+
+A model trained with ``train.fan.tta_flip`` (``model.pt``'s ``tta_flip``) averages, inside the
+graph, the probabilities and frame weights of the frames and of their mirror images (flipped in
+the graph; an expression model takes the mirrors' scores as ``expression_mirror``).
+
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
 that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
 ``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
@@ -18,6 +28,8 @@ normalisation table, the softmax, the frame means and the weight normalisation (
 """
 
 from __future__ import annotations
+
+import logging
 
 import cv2
 import numpy as np
@@ -29,24 +41,64 @@ from emoflow.datasets.clips import collate_clips, normalise, to_uint8
 from emoflow.inference.model_dir import ModelSpec
 from emoflow.models import FANOutput, build_model
 
+log = logging.getLogger(__name__)
+
 INPUTS = ("frames", "mask")
+EXPRESSION_INPUT = "expression"
+MIRROR_INPUT = "expression_mirror"
 OUTPUTS = ("probabilities", "weights")
 
 
+def frame_features(spec: ModelSpec) -> str:
+    """``appearance``, ``blendshapes`` or ``fused``: what the model's frame feature is."""
+    return str(spec.meta["model_config"].get("features", "appearance"))
+
+
+def tta_flip(spec: ModelSpec) -> bool:
+    return bool(spec.meta.get("tta_flip", False))
+
+
+def input_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The graph's inputs: ``frames``, ``mask`` and, on expression features, ``expression``
+    (and ``expression_mirror`` with test-time flips)."""
+    if frame_features(spec) == "appearance":
+        return INPUTS
+    return (*INPUTS, EXPRESSION_INPUT, *((MIRROR_INPUT,) if tta_flip(spec) else ()))
+
+
 class ClipModel(nn.Module):
-    def __init__(self, model: nn.Module, arch: str, grayscale: bool, half: bool = False) -> None:
+    def __init__(self, model: nn.Module, arch: str, grayscale: bool, half: bool = False,
+                 flip: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.model = model.half() if half else model
         self.arch = arch
         self.grayscale = grayscale
         self.half = half
+        self.flip = flip
 
-    def forward(self, frames: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames: Tensor, mask: Tensor, expression: Tensor | None = None,
+                expression_mirror: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        probs, weights = self.once(frames, mask, expression, mirror=False)
+        if not self.flip:
+            return probs, weights
+        p2, w2 = self.once(frames, mask, expression_mirror, mirror=True)
+        return (probs + p2) / 2, (weights + w2) / 2
+
+    def once(self, frames: Tensor, mask: Tensor, expression: Tensor | None, mirror: bool
+             ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        if expression is not None and self.half:
+            expression = expression.half()
+        if self.arch == "fan" and getattr(self.model, "features", "") == "blendshapes":
+            assert expression is not None, "a FAN on blendshapes takes the expression input"
+            out = self.model(expression, mask, return_weights=True)
+            return F.softmax(out.logits.float(), dim=1), out.frame_weights.float()
         x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
+        if mirror:
+            x = x.flip(-1)
         if self.half:
             x = x.half()
         if self.arch == "fan":
-            out = self.model(x, mask, return_weights=True)
+            out = self.model(x, mask, return_weights=True, expression=expression)
             beta = None if out.beta is None else out.beta.float()
             out = FANOutput(out.logits.float(), out.alpha.float(), beta)
             return F.softmax(out.logits, dim=1), out.frame_weights
@@ -64,17 +116,46 @@ def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
     model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
     model.load_state_dict(spec.meta["state_dict"])
-    return ClipModel(model.eval(), spec.arch, spec.grayscale, half).eval()
+    if frame_features(spec) != "appearance":
+        _check_extractor(spec)
+    return ClipModel(model.eval(), spec.arch, spec.grayscale, half, tta_flip(spec)).eval()
 
 
-def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+def _check_extractor(spec: ModelSpec) -> None:
+    """Warn when the installed MediaPipe model is not the one the model was trained with: its
+    scores would be another function than the one the heads learnt."""
+    from emoflow.faces.blendshapes import fingerprint
+
+    recorded = ((spec.meta.get("backbone") or {}).get("expression") or {}).get("fingerprint")
+    if recorded != fingerprint():
+        log.warning("%s: trained on blendshapes of %s, this installation computes %s: "
+                    "predictions may differ from evaluation's", spec.model_file, recorded,
+                    fingerprint())  # fmt: skip
+
+
+def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:
     """Face chips of several clips → padded ``frames`` uint8 and ``mask`` bool arrays, made by
     the datasets' ``to_uint8`` (resize) and ``collate_clips``. Colour chips for a grayscale
-    model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file)."""
+    model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file).
+    On expression features, also ``expression`` float32 (B, T, 52): the extractor's scores of
+    each chip as given (what training cached), zeros at padding."""
     batch = [(to_uint8([_channels(c, spec.grayscale) for c in chips], spec.image_size), 0)
              for chips in clips]  # fmt: skip
     frames, mask, _ = collate_clips(batch)
-    return frames.numpy(), mask.numpy()
+    if frame_features(spec) == "appearance":
+        return frames.numpy(), mask.numpy()
+    from emoflow.faces.blendshapes import NUM_BLENDSHAPES, extractor
+
+    expression = np.zeros((*mask.shape, NUM_BLENDSHAPES), np.float32)
+    mirrored = np.zeros_like(expression) if tta_flip(spec) else None
+    for i, chips in enumerate(clips):
+        expression[i, : len(chips)] = extractor().blendshapes(list(chips))[0]
+        if mirrored is not None:  # the mirror images' own scores, as training cached them
+            flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+            mirrored[i, : len(chips)] = extractor().blendshapes(flipped)[0]
+    if mirrored is None:
+        return frames.numpy(), mask.numpy(), expression
+    return frames.numpy(), mask.numpy(), expression, mirrored
 
 
 def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
@@ -83,9 +164,16 @@ def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
     return chip
 
 
-def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Tensor, Tensor]:
+def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Tensor, ...]:
     s = spec.image_size
     x = torch.zeros(clips, frames, s, s, spec.channels, dtype=torch.uint8)
     mask = torch.ones(clips, frames, dtype=torch.bool)
     mask[-1, frames // 2 :] = False  # a padded clip, so the traced graph keeps the mask path
-    return x, mask
+    if frame_features(spec) == "appearance":
+        return x, mask
+    from emoflow.faces.blendshapes import NUM_BLENDSHAPES
+
+    g = torch.Generator().manual_seed(0)
+    scores = [torch.rand(clips, frames, NUM_BLENDSHAPES, generator=g)
+              for _ in range(len(input_names(spec)) - 2)]  # fmt: skip
+    return x, mask, *scores

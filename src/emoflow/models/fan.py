@@ -11,6 +11,11 @@ into one vector, so a clip of any length gets one prediction:
 The model also takes per-frame features (B, T, d) in place of frames: a frozen backbone's
 features are computed once and cached (``training/features.py``), and the heads train on them.
 
+``features`` picks what a frame's feature is: ``appearance`` (the trunk's), ``blendshapes``
+(MediaPipe's 52 expression scores, ``faces/blendshapes.py``; no trunk: the model takes features
+only) or ``fused`` (the trunk's ⊕ the 52 scores: frames plus an ``expression`` input (B, T, 52)).
+The scores come from outside the graph (MediaPipe), so the model's input is them, not pixels.
+
 Weighting at evaluation: the official code (github.com/Open-Debin/Emotion-FAN, ``Code/Model.py``,
 ``AT_level='second_level'``) weights the numerator by ``α_i`` alone at evaluation but by
 ``α_i β_i`` in training, while dividing by ``Σ α_i β_i`` in both. That makes evaluation features a
@@ -34,7 +39,9 @@ from torchvision.models import resnet18
 from emoflow.models.backbone import load_trunk_weights
 
 FEATURE_DIM = 512  # ResNet18's
+EXPRESSION_DIM = 52  # MediaPipe's blendshapes (emoflow.faces.blendshapes.NUM_BLENDSHAPES)
 Backbone = Literal["resnet18", "dlib_resnet29"]
+FrameFeatures = Literal["appearance", "blendshapes", "fused"]
 
 
 class FANOutput(NamedTuple):
@@ -86,19 +93,31 @@ class FAN(nn.Module):
 
     def __init__(self, num_classes: int, relation: bool = True, dropout: float = 0.5,
                  head_dropout: float | None = None, backbone: Backbone = "resnet18",
-                 pretrained_backbone: bool = False) -> None:  # fmt: skip
+                 pretrained_backbone: bool = False, features: FrameFeatures = "appearance",
+                 ) -> None:  # fmt: skip
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if features not in ("appearance", "blendshapes", "fused"):
+            raise ValueError(f"unknown features {features!r}; expected appearance, blendshapes "
+                             "or fused")  # fmt: skip
         self.num_classes = num_classes
         self.relation = relation
         self.backbone = backbone
-        self.trunk, self.feature_dim = make_trunk(backbone, pretrained_backbone)
-        d = self.feature_dim
+        self.features = features
+        self.expression_dim = 0 if features == "appearance" else EXPRESSION_DIM
+        self.trunk: nn.Module | None = None
+        trunk_dim = 0
+        if features != "blendshapes":
+            self.trunk, trunk_dim = make_trunk(backbone, pretrained_backbone)
+        self.trunk_dim = trunk_dim
+        self.feature_dim = d = trunk_dim + self.expression_dim
         # A face descriptor's pooled features share a large common offset (dlib's: mean 1.1,
         # per-dimension std 0.12 on the sample) that saturates the attention's sigmoids:
         # standardised per dimension, the heads learn (fold-0 val WAR 0.25 → 0.92, frozen).
-        self.feature_norm = nn.BatchNorm1d(d) if backbone != "resnet18" else nn.Identity()
+        # Blendshape scores (mostly near 0, a few near 1) get the same treatment.
+        norm = backbone != "resnet18" or features != "appearance"
+        self.feature_norm = nn.BatchNorm1d(d) if norm else nn.Identity()
         self.alpha_dropout = nn.Dropout(dropout)
         self.alpha_fc = nn.Linear(d, 1)
         self.beta_dropout = nn.Dropout(dropout) if relation else None
@@ -107,9 +126,12 @@ class FAN(nn.Module):
         self.classifier = nn.Linear(2 * d if relation else d, num_classes)
 
     def embed(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """Per-frame features (B, T, d); zeros at masked frames, which never enter the trunk."""
+        """The trunk's per-frame features (B, T, trunk_dim); zeros at masked frames, which never
+        enter the trunk."""
+        if self.trunk is None:
+            raise ValueError("FAN on blendshapes has no trunk: it takes features (B, T, 52)")
         b, t = x.shape[:2]
-        d = self.feature_dim
+        d = self.trunk_dim
         frames = x.reshape(b * t, *x.shape[2:])
         if mask is None:
             return self.trunk(frames).reshape(b, t, d)
@@ -131,18 +153,26 @@ class FAN(nn.Module):
         valid = self.feature_norm(f.reshape(b * t, d)[flat_mask])
         return valid.new_zeros(b * t, d).index_put((flat_mask,), valid).reshape(b, t, d)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False
-                ) -> Tensor | FANOutput:  # fmt: skip
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False,
+                expression: Tensor | None = None) -> Tensor | FANOutput:  # fmt: skip
         """Logits (B, C); with ``return_weights``, a FANOutput (logits, alpha, beta).
 
-        ``x``: frames (B, T, 3, H, W), or the trunk's features (B, T, d) of those frames.
-        ``mask`` (B, T) bool: True at real frames; every clip needs at least one.
+        ``x``: frames (B, T, 3, H, W), or the frame features (B, T, d) of those frames (for
+        ``fused``: the trunk's ⊕ the blendshapes). ``expression`` (B, T, 52): the blendshapes
+        that go with frames, for ``fused``. ``mask`` (B, T) bool: True at real frames; every
+        clip needs at least one.
         """
         _check_input(x, mask, self.feature_dim)
         if x.dim() == 3:  # features: zero the padding, as embed does
             f = x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
         else:
-            f = self.embed(x, mask)  # (B, T, d)
+            f = self.embed(x, mask)  # (B, T, trunk_dim)
+            if self.expression_dim:
+                if expression is None or expression.shape != (*f.shape[:2], self.expression_dim):
+                    raise ValueError(f"FAN on {self.features} features needs expression "
+                                     f"(B, T, {self.expression_dim}) with its frames")  # fmt: skip
+                e = expression.to(f.dtype)
+                f = torch.cat([f, e if mask is None else e * mask.unsqueeze(-1).to(f.dtype)], -1)
         f = self.normalise_features(f, mask)
         keep = None if mask is None else mask.to(f.dtype)
         alpha = torch.sigmoid(self.alpha_fc(self.alpha_dropout(f))).squeeze(-1)  # (B, T)
@@ -197,6 +227,7 @@ def build_fan(
     head_dropout: float | None = None,
     backbone: Backbone = "resnet18",
     pretrained_backbone: bool = False,
+    features: FrameFeatures = "appearance",
 ) -> FAN:
     """A FAN with a random trunk, or one initialised from a local state-dict file.
 
@@ -208,7 +239,8 @@ def build_fan(
     if pretrained is not None and backbone != "resnet18":
         raise ValueError("pretrained is a ResNet18 state dict; the backbone is " + backbone)
     model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout,
-                backbone=backbone, pretrained_backbone=pretrained_backbone)  # fmt: skip
-    if pretrained is not None:
+                backbone=backbone, pretrained_backbone=pretrained_backbone,
+                features=features)  # fmt: skip
+    if pretrained is not None and model.trunk is not None:
         load_trunk_weights(model.trunk, Path(pretrained))
     return model

@@ -33,7 +33,7 @@ from emoflow.datasets.clips import ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_path, atomic_write_text
 from emoflow.inference.backends import onnx_problem, onnx_session
-from emoflow.inference.graph import INPUTS, load_clip_model
+from emoflow.inference.graph import INPUTS, frame_features, load_clip_model
 from emoflow.inference.model_dir import (
     ENGINE_FILE,
     ENGINE_JSON,
@@ -78,6 +78,11 @@ def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision:
     if precision not in PRECISIONS:
         raise EmoflowError(f"unknown precision {precision!r}; expected fp16 or fp32")
     spec = read_model(model_dir, arch)
+    if frame_features(spec) != "appearance":
+        # the engine's profile and bindings know frames and mask only; ONNX serves it instead
+        raise EmoflowError(f"{model_dir}: a FAN on {frame_features(spec)} features takes an "
+                           "expression input that TensorRT conversion does not handle yet: "
+                           "serve it with the onnx or torch backend")  # fmt: skip
     check_profile(spec, batch, max_frames)
     trt = import_tensorrt()  # without TensorRT or a GPU, say so before any work
     problem = onnx_problem(spec)

@@ -37,11 +37,15 @@ from emoflow.faces.store import FaceClip
 from emoflow.fsio import atomic_path, atomic_write_text
 from emoflow.inference.backends import onnx_session
 from emoflow.inference.graph import (
-    INPUTS,
+    EXPRESSION_INPUT,
+    MIRROR_INPUT,
     OUTPUTS,
     clip_inputs,
     example_inputs,
+    frame_features,
+    input_names,
     load_clip_model,
+    tta_flip,
 )
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_spec
 from emoflow.training.tasks import make_task
@@ -86,7 +90,10 @@ def export_onnx(clip_model: torch.nn.Module, spec: ModelSpec, path: Path, opset:
 
     check_opset(spec.arch, opset)
     dims = {"frames": {0: "clips", 1: "frames"}, "mask": {0: "clips", 1: "frames"},
+            EXPRESSION_INPUT: {0: "clips", 1: "frames"}, MIRROR_INPUT: {0: "clips", 1: "frames"},
             "probabilities": {0: "clips"}, "weights": {0: "clips", 1: "frames"}}  # fmt: skip
+    names = input_names(spec)
+    dims = {k: v for k, v in dims.items() if k in (*names, *OUTPUTS)}
     try:
         with torch.no_grad(), warnings.catch_warnings(), _stdout_kept_back():
             # Tracing warns at the models' input checks (constant under a trace, as intended)
@@ -94,7 +101,7 @@ def export_onnx(clip_model: torch.nn.Module, spec: ModelSpec, path: Path, opset:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(clip_model, example_inputs(spec), str(path), dynamo=False,
-                              opset_version=opset, input_names=list(INPUTS),
+                              opset_version=opset, input_names=list(names),
                               output_names=list(OUTPUTS), dynamic_axes=dims)  # fmt: skip
         graph = onnx.load(str(path))
         if _positive_perms(graph):
@@ -137,24 +144,31 @@ def _positive_perms(model: Any) -> bool:
 
 def reference_probabilities(spec: ModelSpec, refs: list[ClipRef]) -> np.ndarray:
     """Evaluation's own numbers: the training task's ``predict`` on the CPU."""
-    fan = FanTrainParams(image_size=spec.image_size)
+    features = frame_features(spec)
+    if features == "appearance":
+        fan = FanTrainParams(image_size=spec.image_size, tta_flip=tta_flip(spec))
+    else:  # the cached-feature route that trained it (expression scores come from outside)
+        fan = FanTrainParams(image_size=spec.image_size, features=features, backbone_lr_scale=0,
+                             backbone=spec.meta["model_config"].get("backbone", "resnet18"),
+                             tta_flip=tta_flip(spec))  # fmt: skip
     de = DeepEmotionTrainParams(image_size=spec.image_size, grayscale=spec.grayscale)
     task = make_task(spec.arch, fan, de, 0)
     model = load_clip_model(spec).model
+    if features != "appearance":
+        model = task.prepare(model, torch.device("cpu"))
     return task.predict(model, refs, torch.device("cpu"), 0)
 
 
 def run_clips(run: Any, refs: list[ClipRef], spec: ModelSpec) -> tuple[np.ndarray, list]:
-    """``run(frames, mask)`` over the face files of ``refs``, ``BATCH`` clips at a time;
-    probabilities (clips, K) and each clip's frame weights."""
+    """``run(frames, mask[, expression])`` over the face files of ``refs``, ``BATCH`` clips at a
+    time; probabilities (clips, K) and each clip's frame weights."""
     probs, weights = [], []
     for start in range(0, len(refs), BATCH):
         clips = []
         for r in refs[start : start + BATCH]:
             with FaceClip(r.path) as fc:
                 clips.append(fc.frames(grayscale=spec.grayscale))
-        frames, mask = clip_inputs(clips, spec)
-        p, w = run(frames, mask)
+        p, w = run(*clip_inputs(clips, spec))
         probs.append(p)
         weights.extend(w[i, : len(c)] for i, c in enumerate(clips))
     return np.concatenate(probs), weights
@@ -164,13 +178,18 @@ def parity(onnx_path: Path, spec: ModelSpec, refs: list[ClipRef], tolerance: flo
            ) -> dict[str, Any]:  # fmt: skip
     """Figures of ONNX Runtime against PyTorch on ``refs`` (see the module doc)."""
     session = onnx_session(onnx_path)
-    got, got_w = run_clips(lambda f, m: session.run(None, {"frames": f, "mask": m}), refs, spec)
+    names, kept = input_names(spec), {i.name for i in session.get_inputs()}
+
+    def onnx_run(*arrays: np.ndarray) -> Any:
+        return session.run(None, {k: a for k, a in zip(names, arrays, strict=True) if k in kept})
+
+    got, got_w = run_clips(onnx_run, refs, spec)
     expected = reference_probabilities(spec, refs)
     clip_model = load_clip_model(spec)
 
-    def torch_run(frames: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def torch_run(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            p, w = clip_model(torch.from_numpy(frames), torch.from_numpy(mask))
+            p, w = clip_model(*(torch.from_numpy(a) for a in arrays))
         return p.numpy(), w.numpy()
 
     _, want_w = run_clips(torch_run, refs, spec)
@@ -230,7 +249,20 @@ def export_info(spec: ModelSpec, opset: int, figures: dict[str, Any], onnx_path:
                                   "inside the graph"},
             "mask": {"dtype": "bool", "shape": ["clips", "frames"],
                      "meaning": "True at real frames, False at padding"},
+            **({EXPRESSION_INPUT: {
+                "dtype": "float32", "shape": ["clips", "frames", 52],
+                "meaning": "MediaPipe's 52 blendshape scores of each face image as stored (the "
+                           "extractor outside this graph: emoflow.faces.blendshapes; model.pt's "
+                           "backbone.expression); 0 at padding"}}
+               if EXPRESSION_INPUT in input_names(spec) else {}),
+            **({MIRROR_INPUT: {
+                "dtype": "float32", "shape": ["clips", "frames", 52],
+                "meaning": "the same scores of each face image's mirror image (test-time "
+                           "flips, tta_flip)"}}
+               if MIRROR_INPUT in input_names(spec) else {}),
         },
+        "tta_flip": bool(spec.meta.get("tta_flip", False)),
+        "frame_features": frame_features(spec),
         "outputs": {
             "probabilities": {"dtype": "float32", "shape": ["clips", len(spec.classes)]},
             "weights": {"dtype": "float32", "shape": ["clips", "frames"],

