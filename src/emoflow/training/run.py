@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
-from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
+from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags, training_params
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
@@ -27,9 +27,7 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
                    "train.fan.pretrained": Path(tp.fan.pretrained) if tp.fan.pretrained else None},
                   {"out": out_dir})  # fmt: skip
     main = int(os.environ.get("RANK", "0")) == 0
-    section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
-    section["train"] = {k: v for k, v in section["train"].items()
-                        if k not in ({"fan", "deep_emotion"} - {model_name})}  # fmt: skip
+    section = training_params(model_name, params)
     tags = {"model": model_name, "splits": str(splits_dir)}
     if main:
         tags.update(lineage_tags(Path("."), [str(faces_dir), str(splits_dir)]))
