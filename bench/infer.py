@@ -55,7 +55,7 @@ def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
         from emoflow.training.tasks import make_task
 
         p = load_params(params_path)
-        task = make_task(arch, p.train.fan, p.train.deep_emotion, 0)
+        task = make_task(arch, p.train, 0)
         cfg = task.cfg
         ckpt.save(out / ckpt.MODEL_FILE, {
             "arch": arch, "classes": list(p.classes), "model_config": task.model_config(),

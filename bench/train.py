@@ -127,7 +127,7 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
                      "fan": {"epochs": args.gpu_epochs, "batch_size": args.batch,
                              "image_size": args.size, "frames_per_clip": 3}}}  # fmt: skip
     params = Params.model_validate(raw)
-    task = make_task("fan", params.train.fan, params.train.deep_emotion, 0)
+    task = make_task("fan", params.train, 0)
     model = task.prepare(task.build(len(LABELS)).to(device), device)
     cuda = device.type == "cuda"
     opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)

@@ -17,6 +17,7 @@ import typer
 from emoflow.config import DEFAULT_PARAMS, load_params
 from emoflow.errors import EmoflowError
 from emoflow.inference.availability import BACKENDS, check_backend
+from emoflow.models import registry
 
 app = typer.Typer(
     help="emoflow: from raw lab recordings to a served facial-expression model.",
@@ -168,7 +169,7 @@ def import_dataset(
                             label_map=label_map, folds_from=folds_from, keep_rows=False)
 
 
-MODELS = ("fan", "deep_emotion")  # emoflow.models.ModelName (a test checks they agree)
+MODELS = registry.NAMES  # the architectures (light: no torch until a command runs)
 
 
 def _model(value: str) -> str:

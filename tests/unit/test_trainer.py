@@ -43,7 +43,7 @@ def test_a_checkpoint_resumes_with_this_devices_optimiser_kernels(
     from emoflow.config import Params
 
     params = Params.model_validate({"train": {"deep_emotion": {"optimizer": {"name": name}}}})
-    task = make_task("deep_emotion", params.train.fan, params.train.deep_emotion, 0)
+    task = make_task("deep_emotion", params.train, 0)
     torch.manual_seed(0)
     model = task.build(3)
     x, y = torch.randn(8, 1, 48, 48), torch.randint(0, 3, (8,))

@@ -10,6 +10,9 @@ per-frame weights ``(B, T)`` (rows sum to 1, 0 at padding):
 - Deep-Emotion: the mean of the frames' softmax (the decision-level aggregation of evaluation)
   and each frame's share in the averaged probability of the predicted class.
 
+Which of the two an architecture runs is its registry entry's (``models.registry``, code in
+``models.clip``).
+
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
 that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
 ``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
@@ -22,12 +25,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
 from emoflow.inference.model_dir import ModelSpec
-from emoflow.models import FANOutput, build_model
+from emoflow.models import build_model, registry
 
 INPUTS = ("frames", "mask")
 OUTPUTS = ("probabilities", "weights")
@@ -40,24 +42,13 @@ class ClipModel(nn.Module):
         self.arch = arch
         self.grayscale = grayscale
         self.half = half
+        self.clip_forward = registry.get(arch).forward()  # the architecture's (models.clip)
 
     def forward(self, frames: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
         if self.half:
             x = x.half()
-        if self.arch == "fan":
-            out = self.model(x, mask, return_weights=True)
-            beta = None if out.beta is None else out.beta.float()
-            out = FANOutput(out.logits.float(), out.alpha.float(), beta)
-            return F.softmax(out.logits, dim=1), out.frame_weights
-        b, t = mask.shape
-        logits = self.model(x.reshape(b * t, *x.shape[2:]))
-        keep = mask.unsqueeze(-1).float()
-        p = F.softmax(logits.float(), dim=1).reshape(b, t, -1) * keep
-        probs = p.sum(1) / keep.sum(1)
-        top = probs.argmax(1).reshape(b, 1, 1).expand(b, t, 1)
-        share = p.gather(2, top).squeeze(-1)
-        return probs, share / share.sum(1, keepdim=True)
+        return self.clip_forward(self.model, x, mask)
 
 
 def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:

@@ -39,6 +39,7 @@ from emoflow.inference.model_dir import (
     read_json,
     read_spec,
 )
+from emoflow.models import registry as architectures
 from emoflow.release.store import (
     RegistryError,
     check_store,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REGISTERED_NAMES = {"fan": "emoflow-fan", "deep_emotion": "emoflow-deep-emotion"}
+REGISTERED_NAMES = {a.name: a.registered_name for a in architectures.ARCHITECTURES.values()}
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # What a version carries of a model folder (CONTRACT.md), in this order; model.pt is required.

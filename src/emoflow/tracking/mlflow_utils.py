@@ -160,9 +160,11 @@ def _truncate(text: str) -> str:
 def training_params(model_name: str, params: Params) -> dict[str, Any]:
     """The params sections a training of ``model_name`` depends on (what its run logs):
     classes, train (without the other model's section), faces and split."""
+    from emoflow.config import model_names
+
     section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
     section["train"] = {k: v for k, v in section["train"].items()
-                        if k not in ({"fan", "deep_emotion"} - {model_name})}  # fmt: skip
+                        if k not in (set(model_names()) - {model_name})}  # fmt: skip
     return section
 
 

@@ -40,7 +40,7 @@ def evaluate_model(
     if meta["arch"] != model_name:
         raise InputError(model_dir / ckpt.MODEL_FILE, f"holds a {meta['arch']} model, not "
                          f"{model_name}")  # fmt: skip
-    task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+    task = make_task(model_name, params.train, 0)
     if task.cfg.image_size != meta["image_size"]:
         raise InputError(model_dir / ckpt.MODEL_FILE, f"trained at image size {meta['image_size']}"
                          f", params say {task.cfg.image_size}: retrain")  # fmt: skip

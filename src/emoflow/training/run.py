@@ -8,6 +8,7 @@ from pathlib import Path
 
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
+from emoflow.models import registry
 from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags, training_params
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
@@ -32,15 +33,16 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
     if main:
         tags.update(lineage_tags(Path("."), [str(faces_dir), str(splits_dir)]))
     try:
-        with RunLogger(f"emoflow-{model_name}", run_name=f"{model_name}-{splits_dir.name}",
-                       params=section, tags=tags, enabled=main) as run:  # fmt: skip
+        experiment = registry.get(model_name).experiment
+        with RunLogger(experiment, run_name=f"{model_name}-{splits_dir.name}", params=section,
+                       tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
             if result.main:
                 plot_curves(result.history, out_dir / "curves.png", title=model_name)
                 run.log_artifact(out_dir / "curves.png")
                 run.log_artifact(out_dir / HISTORY)
                 model, meta = ckpt.load_model_file(result.model_file)
-                task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+                task = make_task(model_name, params.train, 0)
                 run.log_model(model, task.input_example())
                 if run.run_id:
                     meta["mlflow_run_id"] = run.run_id

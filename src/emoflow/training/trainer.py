@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from emoflow.config import FacesParams, Params, TrainParams
+from emoflow.config import FacesParams, Params, TrainParams, model_names
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
@@ -165,7 +165,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     """Train ``model_name`` on ``splits_dir/train.csv``, select on ``val.csv``."""
     d = init_distributed()
     tp = params.train
-    task = make_task(model_name, tp.fan, tp.deep_emotion, tp.seed)
+    task = make_task(model_name, tp, tp.seed)
     classes = resolve_classes(params.classes, faces_dir, _labels(splits_dir / "train.csv"))
     train_refs = read_manifest(splits_dir / "train.csv", faces_dir, classes)
     val_refs = read_manifest(splits_dir / "val.csv", faces_dir, classes)
@@ -182,7 +182,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     # such a change resumes the last checkpoint; other settings, data or code start afresh.
     fp = ckpt.fingerprint(
         model_name, ckpt.code_fingerprint(), task.cfg.model_dump(exclude={"epochs"}),
-        tp.model_dump(exclude={"fan", "deep_emotion", "processes", "workers"}), classes,
+        tp.model_dump(exclude={*model_names(), "processes", "workers"}), classes,
         [r.trial_id for r in train_refs], [r.trial_id for r in val_refs],
         ckpt.files_fingerprint([r.path for r in (*train_refs, *val_refs)]),
     )  # fmt: skip
