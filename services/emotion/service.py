@@ -37,7 +37,7 @@ from emoserve.api import (
     faces_of_video,
     read_face_uploads,
 )
-from emoserve.backend import backend_reason, has_gpu
+from emoserve.backend import has_gpu
 from emoserve.capture import Capture
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.guard import Guard
@@ -83,7 +83,7 @@ class EmotionModel:
         self.holder: ModelHolder[Predictor] = ModelHolder(SETTINGS)
         release, predictor = self.holder.current()
         log.info("serving %s with backend %s: %s", release.tag, predictor.backend,
-                 backend_reason(predictor))  # fmt: skip
+                 predictor.backend_reason)  # fmt: skip
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size,
                  max_latency_ms=SETTINGS.max_latency_ms)  # fmt: skip
@@ -97,7 +97,7 @@ class EmotionModel:
         release, predictor = self.holder.current()
         return ModelInfo(name=release.name, version=release.version, alias=release.alias,
                          tag=release.tag, backend=predictor.backend,
-                         backend_reason=backend_reason(predictor),
+                         backend_reason=predictor.backend_reason,
                          loaded_at=self.holder.loaded_at)  # fmt: skip
 
     @bentoml.api
