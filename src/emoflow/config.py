@@ -87,6 +87,11 @@ class FlagRates(Strict):
     other: Probability = 0.03
 
 
+# The quality flags of a trial, in the marks file's order (docs/formats.md): named once, as
+# FlagRates's fields; the marks file, trim, the labelling GUI and the sample read them here.
+FLAG_NAMES: tuple[str, ...] = tuple(FlagRates.model_fields)
+
+
 class SampleParams(Strict):
     """``emoflow sample``: the generator of lab-like session recordings."""
 
@@ -158,8 +163,6 @@ class TrimParams(Strict):
 
     @model_validator(mode="after")
     def _known_flags(self) -> Self:
-        from emoflow.ingest.marks import FLAG_NAMES
-
         unknown = set(self.exclude_flags) - set(FLAG_NAMES)
         if unknown:
             raise ValueError(f"unknown flags {sorted(unknown)}; known: {list(FLAG_NAMES)}")

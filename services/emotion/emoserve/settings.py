@@ -8,9 +8,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emoflow.feedback.policy import Capture, KeepRules
+from emoflow.media.formats import MIME_TYPES, dotted
 
 ENV_PREFIX = "EMOFLOW_"
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+VIDEO_EXTENSIONS = dotted(MIME_TYPES)
 
 
 class ServiceSettings(BaseModel):
