@@ -120,7 +120,7 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
     from emoflow.config import Params
     from emoflow.datasets.clips import ClipDataset, collate_clips
     from emoflow.training.tasks import make_task
-    from emoflow.training.trainer import _optimizer, train_model, train_step
+    from emoflow.training.trainer import make_optimizer, train_model, train_step
 
     device = torch.device(args.device)
     raw = {"train": {"workers": args.workers, "amp": True, "allow_corrupted_samples": 0,
@@ -130,7 +130,7 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
     task = make_task("fan", params.train, 0)
     model = task.prepare(task.build(len(LABELS)).to(device), device)
     cuda = device.type == "cuda"
-    opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)
+    opt, scaler = make_optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ds = ClipDataset(refs, train=True, frames_per_clip=3, size=args.size)
     batch = collate_clips([ds[i % len(ds)] for i in range(args.batch)])
