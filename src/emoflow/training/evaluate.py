@@ -85,7 +85,7 @@ def _log_to_run(run_id: str | None, report: dict, files: list[Path]) -> None:
         return
     from mlflow import MlflowClient
 
-    from emoflow.tracking.mlflow_utils import tracking_uri
+    from emoflow.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri())
     for key, value in flat_metrics(report, prefix="test_").items():

@@ -9,7 +9,9 @@ from pathlib import Path
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.models import registry
-from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags, training_params
+from emoflow.tracking.lineage import lineage_tags
+from emoflow.tracking.params import training_params
+from emoflow.tracking.run import RunLogger
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
