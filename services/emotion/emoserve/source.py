@@ -49,11 +49,11 @@ class Release:
     folder: Path
 
 
-def startup(environ: dict[str, str] | None = None) -> tuple[ServiceSettings, Release]:
+def startup() -> tuple[ServiceSettings, Release]:
     """The settings and the release they name, or one line on stderr and exit 2: a service that
     cannot start says why, instead of BentoML printing the traceback of importing service.py."""
     try:
-        settings = ServiceSettings.from_env(environ)
+        settings = ServiceSettings()
         return settings, current_release(settings)
     except (EmoflowError, ValidationError) as exc:
         print(f"error: cannot start the service: {_one_line(exc)}", file=sys.stderr, flush=True)
