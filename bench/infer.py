@@ -38,10 +38,11 @@ from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_has_cuda,
 from emoflow.inference.graph import load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.media.video import MediaWriter
+from emoflow.models import registry
 from emoflow.release.export import OPSET, export_info, export_onnx
 from emoflow.training import checkpoint as ckpt
 
-ARCHS = ("fan", "deep_emotion")
+ARCHS = registry.NAMES
 
 
 def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:

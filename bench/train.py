@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from emoflow.models import registry
+
 HERE = Path(__file__).resolve().parent
 LABELS = ("anger", "happiness", "surprise")
 
@@ -196,7 +198,7 @@ def main() -> None:
     ap.add_argument("--gpu-epochs", type=int, default=3, help="GPU: trainer epochs")
     ap.add_argument("--step", action="store_true", help="time the model step on the CPU too")
     ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
-    ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"], help="--ddp only")
+    ap.add_argument("--model", default="fan", choices=registry.NAMES, help="--ddp only")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="--ddp only")
     args = ap.parse_args()
     if args.ddp:
