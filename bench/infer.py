@@ -38,10 +38,11 @@ from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_has_cuda,
 from emoflow.inference.graph import load_clip_model
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.media.video import MediaWriter
+from emoflow.models import registry
 from emoflow.release.export import OPSET, export_info, export_onnx
 from emoflow.training import checkpoint as ckpt
 
-ARCHS = ("fan", "deep_emotion")
+ARCHS = registry.NAMES
 
 
 def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
@@ -55,7 +56,7 @@ def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
         from emoflow.training.tasks import make_task
 
         p = load_params(params_path)
-        task = make_task(arch, p.train.fan, p.train.deep_emotion, 0)
+        task = make_task(arch, p.train, 0)
         cfg = task.cfg
         ckpt.save(out / ckpt.MODEL_FILE, {
             "arch": arch, "classes": list(p.classes), "model_config": task.model_config(),

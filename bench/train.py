@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from emoflow.models import registry
+
 HERE = Path(__file__).resolve().parent
 LABELS = ("anger", "happiness", "surprise")
 
@@ -126,17 +128,17 @@ def bench_gpu(refs: list, root: Path, args: argparse.Namespace) -> None:
     from emoflow.config import Params
     from emoflow.datasets.clips import ClipDataset, collate_clips
     from emoflow.training.tasks import make_task
-    from emoflow.training.trainer import _optimizer, train_model, train_step
+    from emoflow.training.trainer import make_optimizer, train_model, train_step
 
     device = torch.device(args.device)
     raw = {"train": {"workers": args.workers, "amp": True, "allow_corrupted_samples": 0,
                      "fan": {"epochs": args.gpu_epochs, "batch_size": args.batch,
                              "image_size": args.size, "frames_per_clip": 3}}}  # fmt: skip
     params = Params.model_validate(raw)
-    task = make_task("fan", params.train.fan, params.train.deep_emotion, 0)
+    task = make_task("fan", params.train, 0)
     model = task.prepare(task.build(len(LABELS)).to(device), device)
     cuda = device.type == "cuda"
-    opt, scaler = _optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)
+    opt, scaler = make_optimizer(model, task, device), torch.amp.GradScaler("cuda", enabled=cuda)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ds = ClipDataset(refs, train=True, frames_per_clip=3, size=args.size)
     batch = collate_clips([ds[i % len(ds)] for i in range(args.batch)])
@@ -236,7 +238,7 @@ def main() -> None:
     ap.add_argument("--step", action="store_true", help="time the model step on the CPU too")
     ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
     ap.add_argument("--routes", action="store_true", help="FAN's frame encoders: epoch times")
-    ap.add_argument("--model", default="fan", choices=["fan", "deep_emotion"], help="--ddp only")
+    ap.add_argument("--model", default="fan", choices=registry.NAMES, help="--ddp only")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"),
                     help="--ddp and --routes only")
     args = ap.parse_args()

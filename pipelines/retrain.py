@@ -29,7 +29,7 @@ from emoflow.errors import EmoflowError
 from emoflow.orchestration import kubeflow, plan, release, report, versioning, workspace
 from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
-from emoflow.tracking.mlflow_utils import tracking_uri
+from emoflow.tracking.store import tracking_uri
 
 logging.getLogger("emoflow").setLevel(logging.INFO)  # Prefect's root level would drop INFO
 

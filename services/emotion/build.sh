@@ -16,4 +16,6 @@ fi
 rm -rf "$here/wheels"
 "$bin/python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$here/wheels" "$root" >&2
 cd "$here"
-exec "$bin/bentoml" build "$@"
+# The release the settings name, imported into BentoML's store: the model the Bento carries.
+model="$("$bin/python" -m emoserve.source)"
+exec "$bin/bentoml" build --arg "model=$model" "$@"

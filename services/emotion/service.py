@@ -37,12 +37,12 @@ from emoserve.api import (
     faces_of_video,
     read_face_uploads,
 )
-from emoserve.backend import backend_reason, has_gpu
+from emoserve.backend import has_gpu
 from emoserve.capture import Capture
 from emoserve.errors import ErrorBody, Rejected
 from emoserve.guard import Guard
 from emoserve.packaging import BuildArgs, service_image
-from emoserve.source import ModelHolder, startup
+from emoserve.source import ModelHolder, release_or_exit, settings_or_exit
 from emoserve.upload import saved_upload
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -63,11 +63,12 @@ logging.getLogger("emoflow").setLevel(logging.INFO)
 FACES_FIELD = ("aligned face crops of one clip, in frame order: JPEG/PNG images or one zip of "
                "them (a face file of `emoflow faces`)")  # fmt: skip
 OVERLOAD_RETRIES = 4
-# Resolved at import, so `bentoml build` imports the model into the store and the Bento
-# carries it (the class attribute below); the services resolve again when they start. No model,
-# or bad settings: one line and exit 2.
-SETTINGS, RELEASE = startup()
+# Read at import (the decorators below take them); bad settings: one line and exit 2. Importing
+# contacts no registry: the release is resolved when the server starts (the deployment hook,
+# then each worker's model holder).
+SETTINGS = settings_or_exit()
 # `bentoml build --arg variant=cuda`: the Bento's image (emoserve.packaging); defaults serve as is.
+# `--arg model=<tag>` (build.sh resolves the release and passes its tag): the model it carries.
 BUILD = bentoml.use_arguments(BuildArgs)
 
 
@@ -77,13 +78,13 @@ BUILD = bentoml.use_arguments(BuildArgs)
 class EmotionModel:
     """The model: clips of aligned face chips → clip results, batched across requests."""
 
-    bento_model = bentoml.models.BentoModel(RELEASE.tag)
+    bento_model = bentoml.models.BentoModel(BUILD.model) if BUILD.model else None
 
     def __init__(self) -> None:
         self.holder: ModelHolder[Predictor] = ModelHolder(SETTINGS)
         release, predictor = self.holder.current()
         log.info("serving %s with backend %s: %s", release.tag, predictor.backend,
-                 backend_reason(predictor))  # fmt: skip
+                 predictor.backend_reason)  # fmt: skip
 
     @bentoml.api(batchable=SETTINGS.batching, max_batch_size=SETTINGS.max_batch_size,
                  max_latency_ms=SETTINGS.max_latency_ms)  # fmt: skip
@@ -97,7 +98,7 @@ class EmotionModel:
         release, predictor = self.holder.current()
         return ModelInfo(name=release.name, version=release.version, alias=release.alias,
                          tag=release.tag, backend=predictor.backend,
-                         backend_reason=backend_reason(predictor),
+                         backend_reason=predictor.backend_reason,
                          loaded_at=self.holder.loaded_at)  # fmt: skip
 
     @bentoml.api
@@ -153,6 +154,12 @@ class Emotion:
     """The entry point: uploads, checks, faces; the model service scores the chips."""
 
     model = bentoml.depends(EmotionModel)
+
+    @bentoml.on_deployment
+    def _release() -> None:
+        """Once, before any worker starts: the release resolved (and imported into the store),
+        or the one line saying why there is none and exit 2."""
+        release_or_exit(SETTINGS)
 
     def __init__(self) -> None:
         if SETTINGS.api_key is None:

@@ -17,6 +17,8 @@ import typer
 from emoflow.config import DEFAULT_PARAMS, load_params
 from emoflow.errors import EmoflowError
 from emoflow.inference.availability import BACKENDS, check_backend
+from emoflow.media.formats import VIDEO_EXTS
+from emoflow.models import registry
 
 app = typer.Typer(
     help="emoflow: from raw lab recordings to a served facial-expression model.",
@@ -157,7 +159,7 @@ def import_dataset(
     ),
     folds: int = typer.Option(0, "--folds", help="Also write k subject-independent folds."),
     params: Path = ParamsOption,
-    video_ext: str = typer.Option("mp4,avi,mov,mkv", "--video-ext", help="Video extensions."),
+    video_ext: str = typer.Option(",".join(VIDEO_EXTS), "--video-ext", help="Video extensions."),
     image_ext: str = typer.Option("png,jpg,jpeg,bmp,tiff", "--image-ext", help="Image types."),
 ) -> None:
     """A public labelled dataset (CK+, RAVDESS, AFEW, DFEW, FER...) → processed faces
@@ -171,7 +173,7 @@ def import_dataset(
                             label_map=label_map, folds_from=folds_from, keep_rows=False)
 
 
-MODELS = ("fan", "deep_emotion")  # emoflow.models.ModelName (a test checks they agree)
+MODELS = registry.NAMES  # the architectures (light: no torch until a command runs)
 
 
 def _model(value: str) -> str:

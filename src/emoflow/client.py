@@ -18,10 +18,10 @@ import httpx
 
 from emoflow.errors import EmoflowError
 from emoflow.inference.schema import ClipResult
+from emoflow.media.formats import MIME_TYPES, dotted
 
 DEFAULT_URL = "http://127.0.0.1:3000"
-VIDEO_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".avi": "video/x-msvideo",
-               ".mkv": "video/x-matroska", ".webm": "video/webm"}  # fmt: skip
+VIDEO_TYPES = dict(zip(dotted(MIME_TYPES), MIME_TYPES.values(), strict=True))
 
 
 class ServiceError(EmoflowError):

@@ -87,6 +87,11 @@ class FlagRates(Strict):
     other: Probability = 0.03
 
 
+# The quality flags of a trial, in the marks file's order (docs/formats.md): named once, as
+# FlagRates's fields; the marks file, trim, the labelling GUI and the sample read them here.
+FLAG_NAMES: tuple[str, ...] = tuple(FlagRates.model_fields)
+
+
 class SampleParams(Strict):
     """``emoflow sample``: the generator of lab-like session recordings."""
 
@@ -158,8 +163,6 @@ class TrimParams(Strict):
 
     @model_validator(mode="after")
     def _known_flags(self) -> Self:
-        from emoflow.ingest.marks import FLAG_NAMES
-
         unknown = set(self.exclude_flags) - set(FLAG_NAMES)
         if unknown:
             raise ValueError(f"unknown flags {sorted(unknown)}; known: {list(FLAG_NAMES)}")
@@ -354,6 +357,17 @@ class TrainParams(Strict):
     deep_emotion: DeepEmotionTrainParams = Field(default_factory=DeepEmotionTrainParams)
 
 
+def model_names() -> tuple[str, ...]:
+    """The models params.yaml configures: ``train``'s sections (``models.registry`` has an
+    entry for each, and checks that they agree)."""
+    fields = TrainParams.model_fields.items()
+    return tuple(k for k, f in fields if isinstance(f.annotation, type)
+                 and issubclass(f.annotation, Strict))  # fmt: skip
+
+
+ModelName = Literal[model_names()]  # type: ignore[valid-type]
+
+
 class PipelineSyncParams(Strict):
     """Where a retrain run's code and data come from, and where its outputs go."""
 
@@ -405,9 +419,7 @@ class PipelineKubeflowParams(Strict):
 class PipelineParams(Strict):
     """The Prefect ``retrain`` flow (pipelines/retrain.py); a run's parameters override these."""
 
-    models: tuple[Literal["fan", "deep_emotion"], ...] = Field(
-        ("fan", "deep_emotion"), min_length=1
-    )
+    models: tuple[ModelName, ...] = Field(model_names(), min_length=1)
     convert: bool = Field(True, description="TensorRT engines where a GPU and TensorRT exist")
     promote_metric: Literal["uar", "war", "macro_f1"] = "uar"
     promote_min_delta: float = Field(0.005, ge=0.0, le=1.0)

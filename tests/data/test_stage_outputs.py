@@ -135,7 +135,7 @@ def _model_file(path: Path, classes: list[str]) -> None:
     from emoflow.training.tasks import make_task
 
     tp = Params().train
-    task = make_task("deep_emotion", tp.fan, tp.deep_emotion, 0)
+    task = make_task("deep_emotion", tp, 0)
     model = task.build(len(classes))
     ckpt.save(path, {"arch": "deep_emotion", "classes": classes,
                      "model_config": task.model_config(), "state_dict": model.state_dict(),

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from emoflow.models import build_model
-from emoflow.tracking.mlflow_utils import RunLogger, flatten_params
+from emoflow.tracking.params import flatten_params
+from emoflow.tracking.run import RunLogger
 
 pytestmark = pytest.mark.service
 

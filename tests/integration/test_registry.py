@@ -32,7 +32,7 @@ from emoflow.inference import Predictor
 from emoflow.release import promote as pr
 from emoflow.release import registry as reg
 from emoflow.release.export import export_model
-from emoflow.tracking.mlflow_utils import flatten_params, training_params
+from emoflow.tracking.params import flatten_params, training_params
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.evaluate import evaluate_model
 from emoflow.training.run import run_training

@@ -33,3 +33,20 @@ def test_a_service_that_cannot_start_says_why_in_one_line(env: dict[str, str], l
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1] == line
+
+
+def test_importing_the_service_contacts_no_registry(tmp_path: Path) -> None:
+    # A registry that does not exist: resolving the release would fail (exit 2) and a sqlite
+    # store would be created; importing service.py (what `bentoml build` and every worker do)
+    # must do neither. The release is resolved when the server starts.
+    db = tmp_path / "registry" / "mlflow.db"
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("EMOFLOW_", "MLFLOW_"))}
+    full.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true",
+                EMOFLOW_MODEL_URI="models:/emoflow-fan@champion",
+                MLFLOW_TRACKING_URI=f"sqlite:///{db}")  # fmt: skip
+    code = "import service; print(service.EmotionModel.models)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=SERVICE_DIR, env=full,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # no model declared outside a build
+    assert not db.parent.exists()

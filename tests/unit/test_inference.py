@@ -40,7 +40,7 @@ def test_face_clips_get_evaluations_probabilities(
     p = Predictor.from_dir(tiny_models[arch], backend="torch")
     refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces", p.classes)
     params = load_params(tiny_params)
-    task = make_task(arch, params.train.fan, params.train.deep_emotion, 0)
+    task = make_task(arch, params.train, 0)
     model, _ = ckpt.load_model_file(tiny_models[arch] / ckpt.MODEL_FILE)
     expected = task.predict(model, refs, torch.device("cpu"), 0)
     results = p.predict_face_files([r.path for r in refs])

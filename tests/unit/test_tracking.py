@@ -19,8 +19,12 @@ from matplotlib.image import imread
 from torch import nn
 
 from emoflow.models import build_model
-from emoflow.tracking import mlflow_utils as mu
-from emoflow.tracking.mlflow_utils import RunLogger, flatten_params, lineage_tags
+from emoflow.tracking import models as tm
+from emoflow.tracking import params as tp
+from emoflow.tracking import store as ts
+from emoflow.tracking.lineage import lineage_tags
+from emoflow.tracking.params import flatten_params
+from emoflow.tracking.run import RunLogger
 from emoflow.training.metrics import classification_report
 from emoflow.training.plots import plot_confusion, plot_curves
 
@@ -51,7 +55,7 @@ def test_flatten_params_nests_lists_and_scalars() -> None:
 def test_flatten_params_truncates_to_mlflow_limit() -> None:
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-    assert mu.MAX_PARAM_VALUE_LENGTH == MAX_PARAM_VAL_LENGTH
+    assert tp.MAX_PARAM_VALUE_LENGTH == MAX_PARAM_VAL_LENGTH
     flat = flatten_params({"long": "x" * 10_000, "list": list(range(5000))})
     assert all(len(v) == MAX_PARAM_VAL_LENGTH for v in flat.values())
     assert flat["long"].endswith("...") and flat["list"].startswith("[0, 1, 2")
@@ -236,7 +240,7 @@ def test_default_store_puts_artifacts_in_mlartifacts(tmp_path: Path, empty_db: P
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert mu.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert ts.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     try:
         report = tmp_path / "report.json"
         report.write_text("{}")
@@ -279,19 +283,19 @@ def test_disabled_run_logger_does_nothing(store: Path) -> None:
 def test_fan_signature_has_variable_clip_length() -> None:
     model = build_model("fan", num_classes=7).eval()
     example = np.zeros((1, 2, 3, 32, 32), np.float32)
-    sig = mu.model_signature(model, example)
+    sig = tm.model_signature(model, example)
     assert sig.inputs.inputs[0].shape == (-1, -1, 3, 32, 32)
     assert sig.outputs.inputs[0].shape == (-1, 7)
 
 
 def test_plain_module_unwraps_data_parallel() -> None:
     inner = TinyNet()
-    assert mu.plain_module(nn.DataParallel(inner)) is inner
-    assert mu.plain_module(inner) is inner
+    assert tm.plain_module(nn.DataParallel(inner)) is inner
+    assert tm.plain_module(inner) is inner
 
 
 def test_model_requirements_pin_installed_versions() -> None:
-    reqs = mu.model_requirements()
+    reqs = tm.model_requirements()
     assert any(r.startswith("torch==") for r in reqs)
     assert all("+" not in r for r in reqs)
 
@@ -300,7 +304,7 @@ def test_telemetry_is_off_when_emoflow_imports_mlflow(tmp_path: Path) -> None:
     """Outside pytest (which mlflow itself detects), importing mlflow starts its telemetry."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}}
-    code = ("from emoflow.tracking.mlflow_utils import tracking_uri; tracking_uri(); "
+    code = ("from emoflow.tracking.store import tracking_uri; tracking_uri(); "
             "import mlflow; from mlflow.telemetry import get_telemetry_client; "
             "print(get_telemetry_client() is None)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True,

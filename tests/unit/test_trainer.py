@@ -15,8 +15,8 @@ from emoflow.training.evaluate import evaluate_model
 from emoflow.training.tasks import make_task
 from emoflow.training.trainer import (
     TrainingError,
-    _optimizer,
     lr_at,
+    make_optimizer,
     resolve_classes,
     restore_optimizer,
     train_model,
@@ -43,7 +43,7 @@ def test_a_checkpoint_resumes_with_this_devices_optimiser_kernels(
     from emoflow.config import Params
 
     params = Params.model_validate({"train": {"deep_emotion": {"optimizer": {"name": name}}}})
-    task = make_task("deep_emotion", params.train.fan, params.train.deep_emotion, 0)
+    task = make_task("deep_emotion", params.train, 0)
     torch.manual_seed(0)
     model = task.build(3)
     x, y = torch.randn(8, 1, 48, 48), torch.randint(0, 3, (8,))
@@ -54,11 +54,11 @@ def test_a_checkpoint_resumes_with_this_devices_optimiser_kernels(
         scaler.step(opt)
         scaler.update()
 
-    # _optimizer decides the kernels from the device type alone (fused on CUDA).
-    before = _optimizer(model, task, torch.device(saved_on))
+    # make_optimizer decides the kernels from the device type alone (fused on CUDA).
+    before = make_optimizer(model, task, torch.device(saved_on))
     step(before, torch.amp.GradScaler("cpu", enabled=saved_on == "cuda"))
     saved = before.state_dict()
-    after = _optimizer(model, task, torch.device(resumed_on))
+    after = make_optimizer(model, task, torch.device(resumed_on))
     restore_optimizer(after, saved)
     fused = True if resumed_on == "cuda" else None
     assert all(g["fused"] is fused for g in after.param_groups)

@@ -1,10 +1,9 @@
-"""Where the model runs: whether this machine has a GPU, and why the backend was chosen."""
+"""Where the model runs: whether this machine has a GPU (why its backend was chosen is the
+inference core's ``Predictor.backend_reason``)."""
 
 from __future__ import annotations
 
 import functools
-
-from emoflow.inference import Predictor
 
 
 @functools.cache
@@ -16,9 +15,3 @@ def has_gpu() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # a broken driver means no GPU, not a dead service
         return False
-
-
-def backend_reason(predictor: Predictor) -> str:
-    """One line: why ``auto`` (or the configured backend) gave this backend (the inference
-    core records it when it opens the backend)."""
-    return str(predictor.info().get("backend_reason") or predictor.backend)

@@ -27,11 +27,13 @@ WHEELS_DIR = "wheels"  # inside the build context (services/emotion), copied int
 
 
 class BuildArgs(BaseModel):
-    """``bentoml build --arg variant=cuda``: the GPU image; the default is the CPU one."""
+    """``bentoml build --arg variant=cuda``: the GPU image; the default is the CPU one.
+    ``--arg model=<tag>``: the model the Bento carries (build.sh passes the release's)."""
 
     model_config = ConfigDict(extra="forbid")
 
     variant: Literal["cpu", "cuda"] = "cpu"
+    model: str | None = None
 
 
 def project_root(start: Path = Path(__file__)) -> Path | None:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emoflow.feedback.policy import Capture, KeepRules
+from emoflow.inference.availability import BACKENDS
+from emoflow.media.formats import MIME_TYPES, dotted
 
 ENV_PREFIX = "EMOFLOW_"
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+VIDEO_EXTENSIONS = dotted(MIME_TYPES)
 
 
-class ServiceSettings(BaseModel):
-    """``EMOFLOW_<FIELD>`` in upper case sets a field (``EMOFLOW_MAX_UPLOAD_MB=20``)."""
+class ServiceSettings(BaseSettings):
+    """``EMOFLOW_<FIELD>`` in upper case sets a field (``EMOFLOW_MAX_UPLOAD_MB=20``); an empty
+    variable counts as unset. ``ServiceSettings()`` reads this process's environment."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
+                                      extra="forbid", frozen=True)  # fmt: skip
 
     model_uri: str | None = Field(
         None, description="models:/emoflow-fan@champion; the registry is MLFLOW_TRACKING_URI's"
@@ -26,7 +30,7 @@ class ServiceSettings(BaseModel):
         None, description="a model already in BentoML's store (what a built Bento carries)"
     )
     api_key: str | None = Field(None, repr=False, description="Bearer key; unset = open")
-    backend: str = Field("auto", pattern="^(auto|torch|onnx|tensorrt)$")
+    backend: str = Field("auto", pattern=f"^({'|'.join(BACKENDS)})$")
     max_upload_mb: float = Field(50.0, gt=0)
     max_duration_s: float = Field(30.0, gt=0, description="by the decoded frames' timestamps")
     max_megapixels: float = Field(
@@ -78,10 +82,3 @@ class ServiceSettings(BaseModel):
     @property
     def max_pixels(self) -> int:
         return int(self.max_megapixels * 1e6)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
-        env = os.environ if environ is None else environ
-        values = {name: env[f"{ENV_PREFIX}{name.upper()}"] for name in cls.model_fields
-                  if env.get(f"{ENV_PREFIX}{name.upper()}", "") != ""}  # fmt: skip
-        return cls.model_validate(values)

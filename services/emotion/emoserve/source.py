@@ -49,12 +49,22 @@ class Release:
     folder: Path
 
 
-def startup(environ: dict[str, str] | None = None) -> tuple[ServiceSettings, Release]:
-    """The settings and the release they name, or one line on stderr and exit 2: a service that
-    cannot start says why, instead of BentoML printing the traceback of importing service.py."""
+def settings_or_exit() -> ServiceSettings:
+    """The settings, or one line on stderr and exit 2 (read where service.py is imported: its
+    decorators take them; reading them contacts nothing)."""
+    return _or_exit(ServiceSettings)
+
+
+def release_or_exit(settings: ServiceSettings) -> Release:
+    """The release the settings name (imported into the store), or one line on stderr and
+    exit 2 (when the server starts, and in build.sh)."""
+    return _or_exit(current_release, settings)
+
+
+def _or_exit(make: Callable[..., T], *args: object) -> T:
+    """A service that cannot start says why in one line, instead of BentoML's traceback."""
     try:
-        settings = ServiceSettings.from_env(environ)
-        return settings, current_release(settings)
+        return make(*args)
     except (EmoflowError, ValidationError) as exc:
         print(f"error: cannot start the service: {_one_line(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -185,3 +195,7 @@ class ModelHolder(Generic[T]):
                 self.refresh()
             except Exception as exc:  # a registry outage must not stop serving the current one
                 log.warning("model reload check failed (keeping %s): %s", self.release.tag, exc)
+
+
+if __name__ == "__main__":  # build.sh: the release a Bento is to carry, imported; its tag
+    print(release_or_exit(settings_or_exit()).tag)

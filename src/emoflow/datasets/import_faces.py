@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 
 from emoflow.config import FacesParams
-from emoflow.datasets.sources.base import IMAGE_EXTS, VIDEO_EXTS, ReadOptions, SourceClip
+from emoflow.datasets.sources.base import IMAGE_EXTS, ReadOptions, SourceClip
 from emoflow.errors import InputError
 from emoflow.faces.pipeline import process_frames
 from emoflow.faces.select import select_frames
 from emoflow.faces.stage import faces_row
 from emoflow.faces.store import SUFFIX, write_face_clip
+from emoflow.media.formats import VIDEO_EXTS
 from emoflow.media.video import iter_frames
 
 # "The last frame" for select_frames, which snaps a peak to the nearest face frame: with a

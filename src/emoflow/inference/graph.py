@@ -20,6 +20,9 @@ A model trained with ``train.fan.tta_flip`` (``model.pt``'s ``tta_flip``) averag
 graph, the probabilities and frame weights of the frames and of their mirror images (flipped in
 the graph; an expression model takes the mirrors' scores as ``expression_mirror``).
 
+Which clip forward an architecture runs is its registry entry's (``models.registry``, code in
+``models.clip``).
+
 The torch backend runs this module, ``emoflow export`` traces it into ONNX, TensorRT builds from
 that ONNX: the same computation everywhere. Inputs are made by the datasets' own code. With
 ``half`` the network runs in float16 while the numerically sensitive ends stay in float32: the
@@ -34,12 +37,11 @@ import logging
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
 from emoflow.inference.model_dir import ModelSpec
-from emoflow.models import FANOutput, build_model
+from emoflow.models import build_model, registry
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class ClipModel(nn.Module):
         self.grayscale = grayscale
         self.half = half
         self.flip = flip
+        self.clip_forward = registry.get(arch).forward()  # the architecture's (models.clip)
 
     def forward(self, frames: Tensor, mask: Tensor, expression: Tensor | None = None,
                 expression_mirror: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
@@ -88,28 +91,14 @@ class ClipModel(nn.Module):
              ) -> tuple[Tensor, Tensor]:  # fmt: skip
         if expression is not None and self.half:
             expression = expression.half()
-        if self.arch == "fan" and getattr(self.model, "features", "") == "blendshapes":
-            assert expression is not None, "a FAN on blendshapes takes the expression input"
-            out = self.model(expression, mask, return_weights=True)
-            return F.softmax(out.logits.float(), dim=1), out.frame_weights.float()
+        if getattr(self.model, "features", "") == "blendshapes":  # reads no pixels
+            return self.clip_forward(self.model, None, mask, expression)
         x = normalise(frames, self.grayscale)  # (B, T, C, H, W) float32
         if mirror:
             x = x.flip(-1)
         if self.half:
             x = x.half()
-        if self.arch == "fan":
-            out = self.model(x, mask, return_weights=True, expression=expression)
-            beta = None if out.beta is None else out.beta.float()
-            out = FANOutput(out.logits.float(), out.alpha.float(), beta)
-            return F.softmax(out.logits, dim=1), out.frame_weights
-        b, t = mask.shape
-        logits = self.model(x.reshape(b * t, *x.shape[2:]))
-        keep = mask.unsqueeze(-1).float()
-        p = F.softmax(logits.float(), dim=1).reshape(b, t, -1) * keep
-        probs = p.sum(1) / keep.sum(1)
-        top = probs.argmax(1).reshape(b, 1, 1).expand(b, t, 1)
-        share = p.gather(2, top).squeeze(-1)
-        return probs, share / share.sum(1, keepdim=True)
+        return self.clip_forward(self.model, x, mask, expression)
 
 
 def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:

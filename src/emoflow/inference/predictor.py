@@ -88,6 +88,12 @@ class Predictor:
         return self._backend.name
 
     @property
+    def backend_reason(self) -> str:
+        """Why this backend serves (``auto``'s choice, or the one asked for), as
+        ``open_backend`` decided it."""
+        return self._backend.reason
+
+    @property
     def preprocessing(self) -> dict[str, Any]:
         return self.spec.preprocessing.model_dump()
 
@@ -96,7 +102,7 @@ class Predictor:
                 "image_size": self.spec.image_size, "grayscale": self.spec.grayscale,
                 "preprocessing": self.preprocessing, "folder": str(self.spec.folder),
                 "providers": getattr(self._backend, "providers", None),
-                "backend_reason": getattr(self._backend, "reason", None)}  # fmt: skip
+                "backend_reason": self.backend_reason}  # fmt: skip
 
     # -- predictions ---------------------------------------------------------------------------
 

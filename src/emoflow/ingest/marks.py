@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, make_dataclass
 from pathlib import Path
 
+from emoflow.config import FLAG_NAMES
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_write_text
 
-FLAG_NAMES: tuple[str, ...] = (
-    "non_correlating",
-    "abnormal_limb",
-    "low_occlusion",
-    "heavy_occlusion",
-    "other",
-)
 FIELD_NAMES: tuple[str, ...] = ("start", "end", "peak", *FLAG_NAMES)
 MARKS_SUFFIX = ".txt"
 # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses or reads.
@@ -42,17 +36,12 @@ def parse_int(text: str) -> int | None:
 
 
 @dataclass(frozen=True)
-class Marks:
-    """Start, end and peak frame of the expressed emotion in a trial clip, plus quality flags."""
+class _Frames:
+    """``Marks`` without its flags (their fields come from ``FLAG_NAMES``, below)."""
 
     start: int
     end: int
     peak: int
-    non_correlating: int = 0
-    abnormal_limb: int = 0
-    low_occlusion: int = 0
-    heavy_occlusion: int = 0
-    other: int = 0
 
     def problems(self, frame_count: int | None = None) -> list[str]:
         """The rules this marks record breaks (empty when valid)."""
@@ -83,6 +72,14 @@ class Marks:
 
     def to_line(self) -> str:
         return "\t".join(str(v) for v in astuple(self))
+
+
+# Start, end and peak frame of the expressed emotion in a trial clip, plus the quality flags
+# (0 or 1 each, default 0): ``Marks(1, 8, 4, heavy_occlusion=1)``.
+Marks = make_dataclass("Marks", [(name, int, 0) for name in FLAG_NAMES], bases=(_Frames,),
+                       frozen=True)  # fmt: skip
+Marks.__module__ = __name__  # pickles by name, like a class written here
+Marks.__doc__ = "Start, end and peak frame of the expressed emotion in a trial clip, plus flags."
 
 
 def parse_marks(text: str, path: str | Path = "<marks>", frame_count: int | None = None) -> Marks:

@@ -12,6 +12,7 @@ from emoflow.fsio import atomic_dir
 from emoflow.guards import check_outputs, keep_nonempty, params_inputs
 from emoflow.ingest.beeps import Beep, cut_short, describe_mismatch, detect_beeps
 from emoflow.ingest.protocol import ProtocolTrial, describe_rows, read_protocol
+from emoflow.media.formats import VIDEO_EXTS, dotted
 from emoflow.media.video import MediaWriter, iter_frames, probe, read_audio
 from emoflow.parallel import parallel_map, worker_count
 from emoflow.tables import write_table
@@ -23,7 +24,7 @@ TRIALS_COLUMNS = ("trial_id", "participant", "trial", "emotion", "beep_s", "fps"
 TRIALS_CSV = "trials.csv"
 SKIPPED_CSV = "skipped.csv"
 # Session recordings, by extension in any case (cameras write .MP4); PyAV decodes them all.
-SESSION_EXTS = (".mp4", ".mov", ".mkv", ".avi")
+SESSION_EXTS = dotted(VIDEO_EXTS)
 
 
 class SegmentError(EmoflowError):

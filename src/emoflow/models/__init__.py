@@ -1,40 +1,48 @@
-"""The thesis's two models and a registry that builds either by name.
+"""The thesis's two models, and the registry of the architectures emoflow trains.
 
 Classes come from the data (``params.yaml`` ``classes`` or an imported dataset's list): models take
 only ``num_classes``; the class names and their order stay with the data and the trainer.
+
+The networks load torch; they are imported on first use, so that ``emoflow.models.registry``
+(the list of models, which the CLI reads before any command runs) costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, get_args
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from emoflow.models.registry import ModelName, get
 
-from emoflow.models.aggregate import aggregate_clip_probabilities
-from emoflow.models.deep_emotion import DeepEmotion, build_deep_emotion
-from emoflow.models.fan import FAN, FANOutput, build_fan
+if TYPE_CHECKING:
+    from torch import nn
 
-ModelName = Literal["fan", "deep_emotion"]
+    from emoflow.models.aggregate import aggregate_clip_probabilities
+    from emoflow.models.deep_emotion import DeepEmotion, build_deep_emotion
+    from emoflow.models.fan import FAN, FANOutput, build_fan
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "fan": build_fan,
-    "deep_emotion": build_deep_emotion,
+_LAZY = {
+    "aggregate_clip_probabilities": "emoflow.models.aggregate",
+    "DeepEmotion": "emoflow.models.deep_emotion",
+    "build_deep_emotion": "emoflow.models.deep_emotion",
+    "FAN": "emoflow.models.fan",
+    "FANOutput": "emoflow.models.fan",
+    "build_fan": "emoflow.models.fan",
 }
-assert set(BUILDERS) == set(get_args(ModelName))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(name: ModelName, num_classes: int, **kwargs: object) -> nn.Module:
-    """``build_fan`` or ``build_deep_emotion`` by name; ``kwargs`` go to the builder."""
-    try:
-        builder = BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(BUILDERS)}") from None
-    return builder(num_classes, **kwargs)
+    """The architecture ``name``'s network (``models.registry``); ``kwargs`` go to its builder."""
+    return get(name).build(num_classes, **kwargs)
 
 
 __all__ = [
-    "BUILDERS",
     "FAN",
     "DeepEmotion",
     "FANOutput",

@@ -29,6 +29,7 @@ import yaml
 
 from emoflow.config import PipelineKubeflowParams
 from emoflow.errors import EmoflowError, InputError
+from emoflow.models import registry
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 CONTAINER = "pytorch"  # the operator finds the training container by this name
@@ -474,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m emoflow.orchestration.kubeflow",
                                      description=main.__doc__)  # fmt: skip
-    parser.add_argument("--model", choices=("fan", "deep_emotion"), required=True)
+    parser.add_argument("--model", choices=registry.NAMES, required=True)
     parser.add_argument("-p", "--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
     parser.add_argument("--name", default=None, help="job name [emoflow-train-<model>]")

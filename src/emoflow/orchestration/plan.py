@@ -27,8 +27,9 @@ from emoflow.config import (
     load_params,
 )
 from emoflow.errors import InputError
+from emoflow.models import registry
 
-MODELS: tuple[str, ...] = ("fan", "deep_emotion")
+MODELS: tuple[str, ...] = registry.NAMES
 # The flow's steps in order; those with stages run DVC, the others the release commands.
 STEPS: tuple[str, ...] = ("sync", "validate", "preprocess", "train", "evaluate", "export",
                           "convert", "register", "promote", "report")  # fmt: skip

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from emoflow.config import DeepEmotionTrainParams, FanTrainParams
 from emoflow.datasets.clips import ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.faces.store import FaceClip
@@ -48,14 +47,12 @@ from emoflow.inference.graph import (
     tta_flip,
 )
 from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_spec
-from emoflow.training.tasks import make_task
+from emoflow.models import registry
 
 log = logging.getLogger(__name__)
 
 OPSET = 20  # the current opset; Deep-Emotion's spatial transformer (GridSample) needs 16
-# Opsets each model exports at (measured with torch 2.14): FAN's einsum needs 12; Deep-Emotion's
-# GridSample 16; 20 is the highest the TorchScript exporter supports (it only warns above).
-OPSETS = {"fan": range(12, 21), "deep_emotion": range(16, 21)}
+OPSETS = {a.name: a.opsets for a in registry.ARCHITECTURES.values()}
 TOLERANCE = 1e-4
 BATCH = 16  # clips per ONNX Runtime call in the parity check (mixed lengths: padding too)
 
@@ -145,14 +142,14 @@ def _positive_perms(model: Any) -> bool:
 def reference_probabilities(spec: ModelSpec, refs: list[ClipRef]) -> np.ndarray:
     """Evaluation's own numbers: the training task's ``predict`` on the CPU."""
     features = frame_features(spec)
-    if features == "appearance":
-        fan = FanTrainParams(image_size=spec.image_size, tta_flip=tta_flip(spec))
-    else:  # the cached-feature route that trained it (expression scores come from outside)
-        fan = FanTrainParams(image_size=spec.image_size, features=features, backbone_lr_scale=0,
-                             backbone=spec.meta["model_config"].get("backbone", "resnet18"),
-                             tta_flip=tta_flip(spec))  # fmt: skip
-    de = DeepEmotionTrainParams(image_size=spec.image_size, grayscale=spec.grayscale)
-    task = make_task(spec.arch, fan, de, 0)
+    arch = registry.get(spec.arch)
+    # What model.pt says; an expression FAN was trained by the cached-feature route.
+    given = {"image_size": spec.image_size, "grayscale": spec.grayscale, "tta_flip": tta_flip(spec)}
+    if features != "appearance":
+        given |= {"features": features, "backbone_lr_scale": 0,
+                  "backbone": spec.meta["model_config"].get("backbone", "resnet18")}
+    task = arch.make_task(arch.params.model_validate(
+        {k: v for k, v in given.items() if k in arch.params.model_fields}), 0)
     model = load_clip_model(spec).model
     if features != "appearance":
         model = task.prepare(model, torch.device("cpu"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from emoflow.tracking.mlflow_utils import disable_telemetry
+from emoflow.tracking.store import disable_telemetry
 from emoflow.training.checkpoint import MODEL_FILE
 
 disable_telemetry()

@@ -7,7 +7,7 @@ version of ``emoflow-<arch>`` linked to the training's MLflow run, tags it with 
 test metrics, and moves the alias ``challenger`` to it. ``download_version`` turns
 ``models:/emoflow-fan@champion`` (or ``/3``) back into a local model folder, cached by version.
 
-Where the registry lives: the tracking URI (``emoflow.tracking.mlflow_utils.tracking_uri``), so
+Where the registry lives: the tracking URI (``emoflow.tracking.store.tracking_uri``), so
 the sqlite default and a server both work; ``MLFLOW_REGISTRY_URI`` overrides it as in MLflow.
 Before MLflow touches a store, ``emoflow.release.store.check_store`` says what is wrong with it.
 """
@@ -39,6 +39,7 @@ from emoflow.inference.model_dir import (
     read_json,
     read_spec,
 )
+from emoflow.models import registry as architectures
 from emoflow.release.store import (
     RegistryError,
     check_store,
@@ -46,15 +47,11 @@ from emoflow.release.store import (
     registry_uri,
     store_errors,
 )
-from emoflow.tracking.mlflow_utils import (
-    _mlflow,
-    ensure_experiment,
-    flatten_params,
-    lineage_tags,
-    model_requirements,
-    tracking_uri,
-    training_params,
-)
+from emoflow.tracking.lineage import lineage_tags
+from emoflow.tracking.models import model_requirements
+from emoflow.tracking.params import flatten_params, training_params
+from emoflow.tracking.store import ensure_experiment, tracking_uri
+from emoflow.tracking.store import import_mlflow as _mlflow
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.metrics import SUMMARY_METRICS
 
@@ -67,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REGISTERED_NAMES = {"fan": "emoflow-fan", "deep_emotion": "emoflow-deep-emotion"}
+REGISTERED_NAMES = {a.name: a.registered_name for a in architectures.ARCHITECTURES.values()}
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # What a version carries of a model folder (CONTRACT.md), in this order; model.pt is required.

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from emoflow.errors import EmoflowError
-from emoflow.tracking.mlflow_utils import tracking_uri
+from emoflow.tracking.store import tracking_uri
 
 # A server that accepts no connection within this is down for our purpose.
 PROBE_TIMEOUT_S = 5.0

@@ -40,7 +40,7 @@ def evaluate_model(
     if meta["arch"] != model_name:
         raise InputError(model_dir / ckpt.MODEL_FILE, f"holds a {meta['arch']} model, not "
                          f"{model_name}")  # fmt: skip
-    task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+    task = make_task(model_name, params.train, 0)
     if task.cfg.image_size != meta["image_size"]:
         raise InputError(model_dir / ckpt.MODEL_FILE, f"trained at image size {meta['image_size']}"
                          f", params say {task.cfg.image_size}: retrain")  # fmt: skip
@@ -93,7 +93,7 @@ def _log_to_run(run_id: str | None, report: dict, files: list[Path]) -> None:
         return
     from mlflow import MlflowClient
 
-    from emoflow.tracking.mlflow_utils import tracking_uri
+    from emoflow.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri())
     for key, value in flat_metrics(report, prefix="test_").items():

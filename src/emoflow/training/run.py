@@ -8,7 +8,10 @@ from pathlib import Path
 
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
-from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
+from emoflow.models import registry
+from emoflow.tracking.lineage import lineage_tags
+from emoflow.tracking.params import training_params
+from emoflow.tracking.run import RunLogger
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
@@ -27,22 +30,21 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
                    "train.fan.pretrained": Path(tp.fan.pretrained) if tp.fan.pretrained else None},
                   {"out": out_dir})  # fmt: skip
     main = int(os.environ.get("RANK", "0")) == 0
-    section = params.model_dump(by_alias=True, include={"classes", "train", "faces", "split"})
-    section["train"] = {k: v for k, v in section["train"].items()
-                        if k not in ({"fan", "deep_emotion"} - {model_name})}  # fmt: skip
+    section = training_params(model_name, params)
     tags = {"model": model_name, "splits": str(splits_dir)}
     if main:
         tags.update(lineage_tags(Path("."), [str(faces_dir), str(splits_dir)]))
     try:
-        with RunLogger(f"emoflow-{model_name}", run_name=f"{model_name}-{splits_dir.name}",
-                       params=section, tags=tags, enabled=main) as run:  # fmt: skip
+        experiment = registry.get(model_name).experiment
+        with RunLogger(experiment, run_name=f"{model_name}-{splits_dir.name}", params=section,
+                       tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
             if result.main:
                 plot_curves(result.history, out_dir / "curves.png", title=model_name)
                 run.log_artifact(out_dir / "curves.png")
                 run.log_artifact(out_dir / HISTORY)
                 model, meta = ckpt.load_model_file(result.model_file)
-                task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
+                task = make_task(model_name, params.train, 0)
                 run.log_model(model, task.input_example())
                 if run.run_id:
                     meta["mlflow_run_id"] = run.run_id

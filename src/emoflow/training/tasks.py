@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from emoflow.config import DeepEmotionTrainParams, FanTrainParams
+from emoflow.config import DeepEmotionTrainParams, FanTrainParams, TrainParams
 from emoflow.datasets.clips import (
     ClipDataset,
     ClipRef,
@@ -29,7 +29,10 @@ from emoflow.datasets.clips import (
     face_loader,
     normalise,
 )
-from emoflow.models import aggregate_clip_probabilities, build_deep_emotion, build_fan
+from emoflow.models import registry
+from emoflow.models.aggregate import aggregate_clip_probabilities
+from emoflow.models.deep_emotion import build_deep_emotion
+from emoflow.models.fan import build_fan
 from emoflow.training.features import (
     BlendshapeCache,
     CachedFeatures,
@@ -350,10 +353,8 @@ class DeepEmotionTask:
 Task = FanTask | DeepEmotionTask
 
 
-def make_task(name: str, fan: FanTrainParams, deep_emotion: DeepEmotionTrainParams, seed: int
-              ) -> Task:  # fmt: skip
-    if name == "fan":
-        return FanTask(fan, seed)
-    if name == "deep_emotion":
-        return DeepEmotionTask(deep_emotion, seed)
-    raise ValueError(f"unknown model {name!r}; expected fan or deep_emotion")
+def make_task(name: str, train: TrainParams, seed: int) -> Task:
+    """The training task of the architecture ``name`` (``models.registry``), from its section of
+    ``train``."""
+    arch = registry.get(name)
+    return arch.make_task(arch.section(train), seed)

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,14 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
-from emoflow.config import FacesParams, Params, TrainParams
+from emoflow.config import FacesParams, Params, TrainParams, model_names
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
 from emoflow.tables import read_table
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import (
+    Dist,
     all_sum,
     broadcast_object,
     init_distributed,
@@ -112,7 +114,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(model: nn.Module, task: Task, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, task: Task, device: torch.device) -> torch.optim.Optimizer:
+    """The task's optimiser (``optimizer`` of its params section) over its parameter groups."""
     # Fused kernels on CUDA: AMP's scaler then skips an overflowing step on the device instead
     # of reading the overflow flag on the host every step. CPU keeps the default kernels.
     o, fused = task.cfg.optimizer, True if device.type == "cuda" else None
@@ -160,21 +163,74 @@ def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) ->
     return state if train.init == "continue" else None
 
 
+@dataclass(frozen=True)
+class TrainData:
+    classes: list[str]
+    train: list[ClipRef]
+    val: list[ClipRef]
+
+
+def load_data(configured: tuple[str, ...], faces_dir: Path, splits_dir: Path) -> TrainData:
+    """The classes and the train and val clips of ``splits_dir``'s manifests."""
+    classes = resolve_classes(configured, faces_dir, _labels(splits_dir / "train.csv"))
+    train_refs = read_manifest(splits_dir / "train.csv", faces_dir, classes)
+    val_refs = read_manifest(splits_dir / "val.csv", faces_dir, classes)
+    if not train_refs or not val_refs:
+        raise TrainingError(f"{splits_dir}: train and val manifests must both hold clips")
+    return TrainData(classes, train_refs, val_refs)
+
+
+@dataclass
+class Progress:
+    """Where a training stands besides its weights (checkpointed under these names)."""
+
+    epoch: int = 0  # epochs done
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_score: float = -1.0
+    best_epoch: int = -1
+    reductions: int = 0  # plateau rule: times the learning rate was divided
+    bad_epochs: int = 0  # epochs since the score last improved
+
+    def record(self, row: dict[str, float], score: float, patience: int) -> bool:
+        """Add the epoch's ``row``; whether ``score`` is the best so far (the plateau rule
+        counts the others)."""
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.bad_epochs = score, int(row["epoch"]), 0
+        else:
+            self.bad_epochs += 1
+            if patience and self.bad_epochs >= patience:
+                self.reductions, self.bad_epochs = self.reductions + 1, 0
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        return improved
+
+
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+            state: dict[str, Any] | None) -> Progress:  # fmt: skip
+    """Load a checkpoint's weights, optimiser and scaler; its progress (new without one)."""
+    if state is None or "optimizer" not in state:
+        return Progress()
+    model.load_state_dict(state["model"])
+    restore_optimizer(optimizer, state["optimizer"])  # on this device, with its kernels
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return Progress(state["epoch"], state["history"], state["best_score"], state["best_epoch"],
+                    state["reductions"], state["bad_epochs"])  # fmt: skip
+
+
 def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
                 out_dir: Path, logger: Logger | None = None) -> TrainResult:  # fmt: skip
     """Train ``model_name`` on ``splits_dir/train.csv``, select on ``val.csv``."""
     d = init_distributed()
     tp = params.train
-    task = make_task(model_name, tp.fan, tp.deep_emotion, tp.seed)
-    classes = resolve_classes(params.classes, faces_dir, _labels(splits_dir / "train.csv"))
-    train_refs = read_manifest(splits_dir / "train.csv", faces_dir, classes)
-    val_refs = read_manifest(splits_dir / "val.csv", faces_dir, classes)
-    if not train_refs or not val_refs:
-        raise TrainingError(f"{splits_dir}: train and val manifests must both hold clips")
+    task = make_task(model_name, tp, tp.seed)
+    data = load_data(params.classes, faces_dir, splits_dir)
+    classes = data.classes
     _seed_everything(tp.seed)
     model = task.prepare(task.build(len(classes)).to(d.device), d.device)
     resume_from = _init_weights(model, tp, d.device)
-    optimizer = _optimizer(model, task, d.device)
+    optimizer = make_optimizer(model, task, d.device)
     use_amp = tp.amp and d.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_dir = out_dir / "checkpoints"
@@ -182,11 +238,10 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     # such a change resumes the last checkpoint; other settings, data or code start afresh.
     fp = ckpt.fingerprint(
         model_name, ckpt.code_fingerprint(), task.cfg.model_dump(exclude={"epochs"}),
-        tp.model_dump(exclude={"fan", "deep_emotion", "processes", "workers"}), classes,
-        [r.trial_id for r in train_refs], [r.trial_id for r in val_refs],
-        ckpt.files_fingerprint([r.path for r in (*train_refs, *val_refs)]),
+        tp.model_dump(exclude={*model_names(), "processes", "workers"}), classes,
+        [r.trial_id for r in data.train], [r.trial_id for r in data.val],
+        ckpt.files_fingerprint([r.path for r in (*data.train, *data.val)]),
     )  # fmt: skip
-    start, history, best_score, best_epoch, reductions, bad = 0, [], -1.0, -1, 0, 0
     last = ckpt_dir / ckpt.LAST
     state = resume_from
     if last.exists():
@@ -195,28 +250,22 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             state = own
         elif d.main:
             log.warning("train: %s is from other settings or data: starting afresh", last)
-    if state is not None and "optimizer" in state:
-        model.load_state_dict(state["model"])
-        restore_optimizer(optimizer, state["optimizer"])  # on this device, with its kernels
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start, history = state["epoch"], state["history"]
-        best_score, best_epoch = state["best_score"], state["best_epoch"]
-        reductions, bad = state["reductions"], state["bad_epochs"]
-        if d.main:
-            log.info("train: resuming %s at epoch %d of %d", model_name, start + 1,
-                     task.cfg.epochs)  # fmt: skip
-            if start >= task.cfg.epochs:
-                log.info("train: already trained %d epochs: restoring the kept model", start)
+    progress = _resume(model, optimizer, scaler, state)
+    start = progress.epoch
+    if d.main and state is not None and "optimizer" in state:
+        log.info("train: resuming %s at epoch %d of %d", model_name, start + 1,
+                 task.cfg.epochs)  # fmt: skip
+        if start >= task.cfg.epochs:
+            log.info("train: already trained %d epochs: restoring the kept model", start)
     net: nn.Module = model
     if d.world > 1:
         log.info("train: process %d of %d (%s)", d.rank + 1, d.world, d.device)
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index is not
                                       None else None)  # fmt: skip
-    loader = train_loader(SkipCorrupt(task.train_dataset(train_refs)), task.cfg.batch_size,
+    loader = train_loader(SkipCorrupt(task.train_dataset(data.train)), task.cfg.batch_size,
                           task.collate, workers=task.loader_workers(tp.workers), seed=tp.seed,
                           world=d.world, rank=d.rank, pin_memory=d.device.type == "cuda",
-                          balance=[r.label for r in train_refs]
+                          balance=[r.label for r in data.train]
                           if getattr(task.cfg, "balanced_sampling", False) else None,
                           )  # fmt: skip
     logger = logger if (logger is not None and d.main) else _NoLog()
@@ -226,68 +275,21 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     opt = task.cfg.optimizer
     if d.main:
         log.info("train: %s, %d classes, %d train / %d val clips, %d process(es) on %s, "
-                 "epochs %d..%d", model_name, len(classes), len(train_refs), len(val_refs),
+                 "epochs %d..%d", model_name, len(classes), len(data.train), len(data.val),
                  d.world, d.device, start + 1, task.cfg.epochs)  # fmt: skip
     for epoch in range(start, task.cfg.epochs):
-        lr = lr_at(opt.lr, opt.milestones, epoch, reductions, opt.plateau_divisor)
+        lr = lr_at(opt.lr, opt.milestones, epoch, progress.reductions, opt.plateau_divisor)
         for g in optimizer.param_groups:
             g["lr"] = group_lr(g, lr, epoch)
-        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        net.train()
-        t0 = time.perf_counter()
-        # Starting the workers draws their seed from torch's RNG (only in the first epoch with
-        # persistent workers, so in another epoch after a resume): seed the dropout after it.
-        batches = iter(loader)
-        torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
-        # Sums stay on the device and are read once per epoch: a read per step would make the
-        # host wait for every step to finish before it could queue the next.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
-        correct = torch.zeros((), dtype=torch.float64, device=d.device)
-        seen, corrupted, last_batch = 0, 0, None
-        for batch, skipped in batches:
-            corrupted += skipped
-            if corrupted > tp.allow_corrupted_samples:
-                raise TrainingError(f"{corrupted} unreadable samples in epoch {epoch + 1} "
-                                    f"(train.allow_corrupted_samples: "
-                                    f"{tp.allow_corrupted_samples})")  # fmt: skip
-            if batch is None:
-                if d.world == 1:
-                    continue
-                # Under DDP every rank must step (the backward pass all-reduces): a rank whose
-                # batch was all unreadable steps on a stand-in with weight 0.
-                train_step(net, task, last_batch or task.placeholder(), optimizer, scaler,
-                           tp.grad_clip, d.device, use_amp, weight=0.0)  # fmt: skip
-                continue
-            loss, n_correct = train_step(net, task, batch, optimizer, scaler, tp.grad_clip,
-                                         d.device, use_amp)  # fmt: skip
-            n = len(batch[-1])
-            loss_sum += loss.double() * n
-            correct += n_correct
-            seen += n
-            last_batch = batch
-        loss_sum, correct, seen, corrupted_all = all_sum(
-            [loss_sum.item(), correct.item(), seen, corrupted], d)  # fmt: skip
-        seconds = time.perf_counter() - t0
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr,
-                                 "train_loss": loss_sum / max(seen, 1),
-                                 "train_acc": correct / max(seen, 1),
-                                 "corrupted": corrupted_all, "train_seconds": seconds,
-                                 "samples_per_s": seen / seconds}  # fmt: skip
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **train_one_epoch(
+            net, task, loader, optimizer, scaler, tp, d, epoch, use_amp)}  # fmt: skip
         val = None
         if d.main:  # validation on rank 0; the others get its score for the plateau rule
-            val = evaluate_refs(task, model, val_refs, classes, d.device, tp.workers)
+            val = evaluate_refs(task, model, data.val, classes, d.device, tp.workers)
         val = broadcast_object(val, d)
         assert isinstance(val, dict)
         row.update({"val_loss": val["loss"], "val_war": val["war"], "val_uar": val["uar"]})
-        score = row[tp.select_on]
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch, bad = score, epoch + 1, 0
-        else:
-            bad += 1
-            if opt.plateau_patience and bad >= opt.plateau_patience:
-                reductions, bad = reductions + 1, 0
-        history.append(row)
+        improved = progress.record(row, row[tp.select_on], opt.plateau_patience)
         if d.main:
             logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d/%d: loss %.3f acc %.3f | val loss %.3f war %.3f uar %.3f | "
@@ -300,8 +302,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             ckpt.save(last, {
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "history": history, "best_score": best_score, "best_epoch": best_epoch,
-                "reductions": reductions, "bad_epochs": bad, "mlflow_run_id": logger.run_id,
+                "history": progress.history, "best_score": progress.best_score,
+                "best_epoch": progress.best_epoch, "reductions": progress.reductions,
+                "bad_epochs": progress.bad_epochs, "mlflow_run_id": logger.run_id,
             })  # fmt: skip
         if d.world > 1:
             wait_for_all()  # rank 0 wrote the checkpoint alone
@@ -309,8 +312,56 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
         # The kept model lives beside the checkpoints (which DVC persists) and is copied out
         # at the end: a stage rerun that resumes a finished training restores its outputs.
         ckpt.save(out_dir / ckpt.MODEL_FILE, ckpt.load(ckpt_dir / ckpt.BEST))
-        atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
-    return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE, model, d.main)
+        atomic_write_text(out_dir / HISTORY, json.dumps(progress.history, indent=1))
+    return TrainResult(progress.best_epoch, progress.best_score, progress.history,
+                       out_dir / ckpt.MODEL_FILE, model, d.main)  # fmt: skip
+
+
+def train_one_epoch(net: nn.Module, task: Task, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    tp: TrainParams, d: Dist, epoch: int, use_amp: bool
+                    ) -> dict[str, float]:  # fmt: skip
+    """One pass over ``loader`` (0-based ``epoch``); the loss, accuracy, skipped samples and
+    speed, summed over every process."""
+    loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    net.train()
+    t0 = time.perf_counter()
+    # Starting the workers draws their seed from torch's RNG (only in the first epoch with
+    # persistent workers, so in another epoch after a resume): seed the dropout after it.
+    batches = iter(loader)
+    torch.manual_seed(tp.seed * 100_003 + epoch)  # dropout: the same draws after a resume
+    # Sums stay on the device and are read once per epoch: a read per step would make the
+    # host wait for every step to finish before it could queue the next.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
+    correct = torch.zeros((), dtype=torch.float64, device=d.device)
+    seen, corrupted, last_batch = 0, 0, None
+    for batch, skipped in batches:
+        corrupted += skipped
+        if corrupted > tp.allow_corrupted_samples:
+            raise TrainingError(f"{corrupted} unreadable samples in epoch {epoch + 1} "
+                                f"(train.allow_corrupted_samples: "
+                                f"{tp.allow_corrupted_samples})")  # fmt: skip
+        if batch is None:
+            if d.world == 1:
+                continue
+            # Under DDP every rank must step (the backward pass all-reduces): a rank whose
+            # batch was all unreadable steps on a stand-in with weight 0.
+            train_step(net, task, last_batch or task.placeholder(), optimizer, scaler,
+                       tp.grad_clip, d.device, use_amp, weight=0.0)  # fmt: skip
+            continue
+        loss, n_correct = train_step(net, task, batch, optimizer, scaler, tp.grad_clip,
+                                     d.device, use_amp)  # fmt: skip
+        n = len(batch[-1])
+        loss_sum += loss.double() * n
+        correct += n_correct
+        seen += n
+        last_batch = batch
+    loss_sum, correct, seen, corrupted_all = all_sum(
+        [loss_sum.item(), correct.item(), seen, corrupted], d)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "corrupted": corrupted_all, "train_seconds": seconds,
+            "samples_per_s": seen / seconds}  # fmt: skip
 
 
 def train_step(net: nn.Module, task: Task, batch: Batch, optimizer: torch.optim.Optimizer,

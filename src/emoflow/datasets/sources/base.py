@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emoflow.errors import InputError
+from emoflow.media.formats import VIDEO_EXTS
 
-VIDEO_EXTS = ("mp4", "avi", "mov", "mkv")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "bmp", "tiff")
 _FRAME_NUMBER = re.compile(r"^(?P<prefix>.*?)[\s._-]*(?P<number>\d+)$")
 
