@@ -336,7 +336,7 @@ def predict(
         raise typer.BadParameter("give --model-dir or --model-uri, not both")
     check_backend(backend)
     if model_uri:
-        from emoflow.release.store import check_store
+        from emoflow.tracking.store import check_store
 
         check_store()  # an absent registry or a server down, before any model code loads
     from emoflow.inference import Predictor

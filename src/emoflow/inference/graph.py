@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emoflow.artifact import ModelSpec, load_model
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
-from emoflow.inference.model_dir import ModelSpec
-from emoflow.models import FANOutput, build_model
+from emoflow.models import FANOutput
 
 INPUTS = ("frames", "mask")
 OUTPUTS = ("probabilities", "weights")
@@ -62,9 +62,8 @@ class ClipModel(nn.Module):
 
 def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
-    model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
-    model.load_state_dict(spec.meta["state_dict"])
-    return ClipModel(model.eval(), spec.arch, spec.grayscale, half).eval()
+    model = load_model(spec.meta, spec.state_dict)
+    return ClipModel(model, spec.arch, spec.grayscale, half).eval()
 
 
 def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:

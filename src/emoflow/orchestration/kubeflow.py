@@ -431,7 +431,7 @@ def check_workspace(repo: Path, cfg: PipelineKubeflowParams) -> None:
 
 def model_hash(repo: Path, model: str) -> str | None:
     """SHA-256 of ``models/<model>/model.pt``, None when there is none."""
-    from emoflow.inference.model_dir import file_sha256
+    from emoflow.fsio import file_sha256
 
     path = repo / "models" / model / "model.pt"
     return file_sha256(path) if path.exists() else None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emoflow.artifact import MODEL_FILE
 from emoflow.errors import EmoflowError
-from emoflow.training.checkpoint import MODEL_FILE
+from emoflow.fsio import file_sha256
 
 
 def convert_unavailable() -> str | None:
@@ -26,7 +27,6 @@ def convert_unavailable() -> str | None:
 
 def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None] | None:
     """(name, version, run id) of the newest version holding ``model_dir``'s model.pt, if any."""
-    from emoflow.inference.model_dir import file_sha256
     from emoflow.release.registry import client, registered_name
 
     name = registered_name(arch)

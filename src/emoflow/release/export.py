@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoflow.artifact import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.config import DeepEmotionTrainParams, FanTrainParams
 from emoflow.datasets.clips import ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.faces.store import FaceClip
-from emoflow.fsio import atomic_path, atomic_write_text
+from emoflow.fsio import atomic_path, atomic_write_text, file_sha256
 from emoflow.inference.backends import onnx_session
 from emoflow.inference.graph import (
     INPUTS,
@@ -43,7 +44,6 @@ from emoflow.inference.graph import (
     example_inputs,
     load_clip_model,
 )
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_spec
 from emoflow.training.tasks import make_task
 
 log = logging.getLogger(__name__)

@@ -22,18 +22,16 @@ from typing import Any
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
-from emoflow.release.registry import (
+from emoflow.release.registry import registered_name
+from emoflow.tracking.registry import (
     CHALLENGER,
     CHAMPION,
-    RegistryError,
     client,
-    download_version,
+    fetch,
     get_version,
     global_uris,
-    registered_name,
-    registry_uri,
 )
-from emoflow.release.store import store_errors
+from emoflow.tracking.store import RegistryError, registry_uri, store_errors
 from emoflow.training.checkpoint import files_fingerprint
 from emoflow.training.metrics import SUMMARY_METRICS, classification_report
 
@@ -167,7 +165,7 @@ def score_version(name: str, version: str, manifest: Path, faces_dir: Path,
 
     from emoflow.inference import Predictor
 
-    folder = download_version(f"models:/{name}/{version}")
+    folder = fetch(f"models:/{name}/{version}").folder
     predictor = Predictor.from_dir(folder, backend, name=name, version=version)
     refs = read_manifest(manifest, faces_dir, predictor.classes)
     if not refs:

@@ -6,10 +6,10 @@ import logging
 import os
 from pathlib import Path
 
+from emoflow.artifact import load_model, read_model_file, save_model_file
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
-from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
 from emoflow.training.tasks import make_task
@@ -41,12 +41,12 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
                 plot_curves(result.history, out_dir / "curves.png", title=model_name)
                 run.log_artifact(out_dir / "curves.png")
                 run.log_artifact(out_dir / HISTORY)
-                model, meta = ckpt.load_model_file(result.model_file)
+                meta, weights = read_model_file(result.model_file)
                 task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)
-                run.log_model(model, task.input_example())
+                run.log_model(load_model(meta, weights), task.input_example())
                 if run.run_id:
-                    meta["mlflow_run_id"] = run.run_id
-                    ckpt.save(result.model_file, meta)
+                    save_model_file(result.model_file,
+                                    meta.model_copy(update={"mlflow_run_id": run.run_id}), weights)
                 log.info("train: kept epoch %d (%s %.3f) in %s", result.best_epoch,
                          params.train.select_on, result.best_score, result.model_file)  # fmt: skip
             # Every rank waits until rank 0 has written the model: a cluster job (an elastic

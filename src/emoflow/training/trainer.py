@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from emoflow.artifact import MODEL_FILE, ModelMeta, load_state, save_model_file, save_state
 from emoflow.config import FacesParams, Params, TrainParams
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
@@ -147,7 +148,7 @@ def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) ->
     if not train.init_from:
         raise InputError("params.yaml", f"train.init is {train.init!r} but train.init_from is "
                                         "not set", "key train.init_from")  # fmt: skip
-    state = ckpt.load(Path(train.init_from), device)
+    state = load_state(Path(train.init_from), device)
     weights = state.get("model") or state.get("state_dict") or state
     own = model.state_dict()
     # Transfer keeps every tensor whose name and shape match: a new class list gets a new head.
@@ -190,7 +191,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     last = ckpt_dir / ckpt.LAST
     state = resume_from
     if last.exists():
-        own = ckpt.load(last, d.device)
+        own = load_state(last, d.device)
         if own.get("fingerprint") == fp:
             state = own
         elif d.main:
@@ -295,7 +296,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             if improved:
                 _save_model(ckpt_dir / ckpt.BEST, model_name, task, classes, model, epoch + 1, val,
                             params.faces)  # fmt: skip
-            ckpt.save(last, {
+            save_state(last, {
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "history": history, "best_score": best_score, "best_epoch": best_epoch,
@@ -306,9 +307,9 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     if d.main:
         # The kept model lives beside the checkpoints (which DVC persists) and is copied out
         # at the end: a stage rerun that resumes a finished training restores its outputs.
-        ckpt.save(out_dir / ckpt.MODEL_FILE, ckpt.load(ckpt_dir / ckpt.BEST))
+        save_state(out_dir / MODEL_FILE, load_state(ckpt_dir / ckpt.BEST))
         atomic_write_text(out_dir / HISTORY, json.dumps(history, indent=1))
-    return TrainResult(best_epoch, best_score, history, out_dir / ckpt.MODEL_FILE, model, d.main)
+    return TrainResult(best_epoch, best_score, history, out_dir / MODEL_FILE, model, d.main)
 
 
 def train_step(net: nn.Module, task: Task, batch: Batch, optimizer: torch.optim.Optimizer,
@@ -333,16 +334,15 @@ def train_step(net: nn.Module, task: Task, batch: Batch, optimizer: torch.optim.
 def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn.Module,
                 epoch: int, val: dict[str, Any], faces: FacesParams) -> None:  # fmt: skip
     cfg = task.cfg
-    ckpt.save(path, {
+    meta = ModelMeta(
         # The faces params the training data was made with: inference reads them back.
-        "preprocessing": faces.model_dump(exclude={"workers"}),
-        "arch": name, "classes": classes, "model_config": task.model_config(),
-        "state_dict": model.state_dict(), "epoch": epoch,
-        "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
-        "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
-        "frames_per_clip": getattr(cfg, "frames_per_clip", None),
-        "backbone": task.backbone_info(),
-    })  # fmt: skip
+        preprocessing=faces.model_dump(exclude={"workers"}),
+        arch=name, classes=classes, config=task.model_config(), epoch=epoch,
+        val={k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
+        image_size=cfg.image_size, grayscale=getattr(cfg, "grayscale", False),
+        frames_per_clip=getattr(cfg, "frames_per_clip", None), backbone=task.backbone_info(),
+    )  # fmt: skip
+    save_model_file(path, meta, model.state_dict())
 
 
 def evaluate_refs(task: Task, model: nn.Module, refs: list[ClipRef], classes: list[str],
