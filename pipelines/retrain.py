@@ -26,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from emoflow.errors import EmoflowError
+from emoflow.layout import Layout
 from emoflow.orchestration import kubeflow, plan, release, report, workspace
 from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
@@ -193,14 +194,14 @@ def register_model(repo: Path, model: str, settings: plan.RunSettings) -> dict[s
     from emoflow.release.registry import register
 
     logger = get_run_logger()
-    model_dir = repo / "models" / model
+    model_dir = Layout(repo).model_dir(model)
     found = release.registered_version(model_dir, model)
     if found is not None:
         name, version, run_id = found
         logger.info("register: %s v%s already holds this model.pt: not registered again",
                     name, version)  # fmt: skip
         return {"name": name, "version": version, "run_id": run_id, "existing": True}
-    done = register(model_dir, model, settings.params, repo / "metrics" / f"{model}.json")
+    done = register(model_dir, model, settings.params, Layout(repo).metrics(model))
     return {"name": done.name, "version": done.version, "run_id": done.run_id,
             "files": list(done.files), "existing": False}  # fmt: skip
 

@@ -39,6 +39,10 @@ ENGINE_JSON = "engine.json"
 # What a release carries of a model folder (the registry version, the service's store copy), in
 # this order; model.pt is required. Training's checkpoints/ and history stay behind.
 SERVABLE_FILES = (MODEL_FILE, ONNX_FILE, ONNX_DATA, EXPORT_JSON, ENGINE_FILE, ENGINE_JSON)
+# The training's own files beside them (DVC outputs of `emoflow train`, never released).
+HISTORY = "history.json"  # one row of losses and scores per epoch
+CURVES = "curves.png"
+CHECKPOINTS = "checkpoints"  # last.pt and best.pt, for resuming (emoflow.training.checkpoint)
 
 # model.pt's metadata format. 1: every file written before the format was recorded (no
 # ``format`` key; ``preprocessing`` since the faces params were recorded); 2: the same keys with

@@ -33,6 +33,7 @@ from emoflow.artifact import (
 from emoflow.errors import InputError
 from emoflow.fsio import file_sha256
 from emoflow.inference.backends import onnx_problem
+from emoflow.layout import LAYOUT
 from emoflow.tracking.mlflow_utils import (
     _mlflow,
     ensure_experiment,
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 REGISTERED_NAMES = {"fan": "emoflow-fan", "deep_emotion": "emoflow-deep-emotion"}
 TEST_METRICS = (*SUMMARY_METRICS, "test_clips")  # of metrics/<model>.json, tagged test.<key>
 LINEAGE_PREFIXES = ("git.", "dvc.")
-DEFAULT_DATA = (Path("data/processed/faces"), Path("data/processed/splits"))
+DEFAULT_DATA = (LAYOUT.faces, LAYOUT.splits)  # relative: lineage names them as dvc.lock does
 
 
 def registered_name(arch: str) -> str:

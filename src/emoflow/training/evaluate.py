@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from emoflow.artifact import MODEL_FILE, load_model_file
+from emoflow.artifact import CURVES, HISTORY, MODEL_FILE, load_model_file
 from emoflow.config import Params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
@@ -22,7 +22,7 @@ from emoflow.tables import write_table
 from emoflow.training.metrics import flat_metrics, summarise_folds
 from emoflow.training.plots import plot_confusion, plot_curves
 from emoflow.training.tasks import make_task
-from emoflow.training.trainer import HISTORY, evaluate_refs
+from emoflow.training.trainer import evaluate_refs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def evaluate_model(
                    title=f"{model_name}: test split")  # fmt: skip
     history = model_dir / HISTORY
     if history.exists():
-        plot_curves(json.loads(history.read_text()), plots_dir / "curves.png", title=model_name)
+        plot_curves(json.loads(history.read_text()), plots_dir / CURVES, title=model_name)
     _write_predictions(plots_dir / "predictions.csv", refs, predictions, classes)
     _log_to_run(meta.mlflow_run_id, report, [plots_dir / "confusion.png", metrics_path])
     log.info("evaluate %s on %d test clips: WAR %.3f, UAR %.3f, macro-F1 %.3f → %s",

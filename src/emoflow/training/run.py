@@ -6,14 +6,14 @@ import logging
 import os
 from pathlib import Path
 
-from emoflow.artifact import load_model, read_model_file, save_model_file
+from emoflow.artifact import CURVES, HISTORY, load_model, read_model_file, save_model_file
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.tracking.mlflow_utils import RunLogger, lineage_tags
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
 from emoflow.training.tasks import make_task
-from emoflow.training.trainer import HISTORY, train_model
+from emoflow.training.trainer import train_model
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
                        params=section, tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
             if result.main:
-                plot_curves(result.history, out_dir / "curves.png", title=model_name)
-                run.log_artifact(out_dir / "curves.png")
+                plot_curves(result.history, out_dir / CURVES, title=model_name)
+                run.log_artifact(out_dir / CURVES)
                 run.log_artifact(out_dir / HISTORY)
                 meta, weights = read_model_file(result.model_file)
                 task = make_task(model_name, params.train.fan, params.train.deep_emotion, 0)

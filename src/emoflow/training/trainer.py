@@ -22,7 +22,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from emoflow.artifact import MODEL_FILE, ModelMeta, load_state, save_model_file, save_state
+from emoflow.artifact import (
+    CHECKPOINTS,
+    HISTORY,
+    MODEL_FILE,
+    ModelMeta,
+    load_state,
+    save_model_file,
+    save_state,
+)
 from emoflow.config import FacesParams, Params, TrainParams
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
@@ -46,8 +54,6 @@ from emoflow.training.tasks import (
 )
 
 log = logging.getLogger(__name__)
-
-HISTORY = "history.json"
 
 
 class TrainingError(EmoflowError):
@@ -178,7 +184,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     optimizer = _optimizer(model, task, d.device)
     use_amp = tp.amp and d.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = out_dir / CHECKPOINTS
     # More epochs, processes or loader workers do not change what the epochs so far computed:
     # such a change resumes the last checkpoint; other settings, data or code start afresh.
     fp = ckpt.fingerprint(
