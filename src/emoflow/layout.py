@@ -8,7 +8,7 @@ paths the stages run with from the repository root; ``Layout(repo)`` gives them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -20,113 +20,63 @@ def fold_dir(base: Path, fold: int | None) -> Path:
 
 @dataclass(frozen=True)
 class Layout:
+    """Every path of the workspace under ``root``: give the root, the rest is the layout."""
+
     root: Path = Path(".")
+    # Data (DVC-tracked), in the order the stages write it. sample: raw/, marks/, sample_truth/.
+    data: Path = field(default=Path("data"), init=False)
+    sessions: Path = field(default=Path("data/raw/sessions"), init=False)
+    protocol: Path = field(default=Path("data/raw/protocol.csv"), init=False)
+    marks: Path = field(default=Path("data/marks"), init=False)  # <trial_id>.txt each
+    sample_truth: Path = field(default=Path("data/sample_truth"), init=False)
+    # segment: trial clips + trials.csv; validate: the gate's pass list
+    trials: Path = field(default=Path("data/interim/trials"), init=False)
+    trials_csv: Path = field(default=Path("data/interim/trials/trials.csv"), init=False)
+    validated: Path = field(default=Path("data/interim/validated"), init=False)
+    valid_trials: Path = field(default=Path("data/interim/validated/valid_trials.csv"), init=False)
+    # trim: a folder per label + clips.csv; faces: a face file per clip; split: manifests, folds/
+    clips: Path = field(default=Path("data/processed/clips"), init=False)
+    clips_csv: Path = field(default=Path("data/processed/clips/clips.csv"), init=False)
+    faces: Path = field(default=Path("data/processed/faces"), init=False)
+    faces_csv: Path = field(default=Path("data/processed/faces/faces.csv"), init=False)
+    splits: Path = field(default=Path("data/processed/splits"), init=False)
+    # Results: a model folder per model (emoflow.artifact), DVC metrics and plots.
+    models_dir: Path = field(default=Path("models"), init=False)
+    metrics_dir: Path = field(default=Path("metrics"), init=False)
+    plots_dir: Path = field(default=Path("plots"), init=False)
+    # Reports (not DVC-cached): the gate's Data Docs and summary.json, the retrain run's report.
+    reports: Path = field(default=Path("reports"), init=False)
+    validation_report: Path = field(default=Path("reports/validation"), init=False)
+    retrain_report: Path = field(default=Path("reports/retrain.json"), init=False)
 
-    # -- data (DVC-tracked) -------------------------------------------------------------------
-
-    @property
-    def data(self) -> Path:
-        """What ``emoflow sample`` writes under (raw/, marks/, sample_truth/)."""
-        return self.root / "data"
-
-    @property
-    def sessions(self) -> Path:
-        return self.data / "raw" / "sessions"
-
-    @property
-    def protocol(self) -> Path:
-        return self.data / "raw" / "protocol.csv"
-
-    @property
-    def marks(self) -> Path:
-        return self.data / "marks"
-
-    @property
-    def sample_truth(self) -> Path:
-        return self.data / "sample_truth"
-
-    @property
-    def trials(self) -> Path:
-        """Trial clips and ``trials.csv`` (segment)."""
-        return self.data / "interim" / "trials"
-
-    @property
-    def trials_csv(self) -> Path:
-        return self.trials / "trials.csv"
-
-    @property
-    def validated(self) -> Path:
-        """``valid_trials.csv`` and the quarantine (validate)."""
-        return self.data / "interim" / "validated"
-
-    @property
-    def valid_trials(self) -> Path:
-        return self.validated / "valid_trials.csv"
-
-    @property
-    def clips(self) -> Path:
-        """Labelled clips and ``clips.csv`` (trim)."""
-        return self.data / "processed" / "clips"
-
-    @property
-    def clips_csv(self) -> Path:
-        return self.clips / "clips.csv"
-
-    @property
-    def faces(self) -> Path:
-        """Face files and ``faces.csv`` (faces)."""
-        return self.data / "processed" / "faces"
-
-    @property
-    def faces_csv(self) -> Path:
-        return self.faces / "faces.csv"
-
-    @property
-    def splits(self) -> Path:
-        """Split manifests, and ``folds/`` (split)."""
-        return self.data / "processed" / "splits"
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not f.init:
+                object.__setattr__(self, f.name, self.root / f.default)  # type: ignore[operator]
 
     def manifest(self, split: str) -> Path:
         """``train``, ``val`` or ``test``'s manifest."""
         return self.splits / f"{split}.csv"
 
-    # -- models and their results -------------------------------------------------------------
-
     def model_dir(self, model: str, fold: int | None = None) -> Path:
-        """The model folder (``emoflow.artifact``): ``models/<model>[/folds/fold_k]``."""
-        return fold_dir(self.root / "models" / model, fold)
+        """``models/<model>[/folds/fold_k]``."""
+        return fold_dir(self.models_dir / model, fold)
 
     def metrics(self, model: str, fold: int | None = None) -> Path:
-        """``metrics/<model>.json`` (DVC metrics); fold k: ``metrics/<model>_folds_fold_k.json``."""
+        """``metrics/<model>.json``; fold k's ``metrics/<model>_folds_fold_k.json``."""
         suffix = "" if fold is None else f"_folds_fold_{fold}"
-        return self.root / "metrics" / f"{model}{suffix}.json"
+        return self.metrics_dir / f"{model}{suffix}.json"
 
     def cv_metrics(self, model: str) -> Path:
         """Cross-validation's mean ± std over the folds."""
-        return self.root / "metrics" / f"{model}_cv.json"
+        return self.metrics_dir / f"{model}_cv.json"
 
     def plots(self, model: str, fold: int | None = None) -> Path:
-        return fold_dir(self.root / "plots" / model, fold)
-
-    # -- reports (not DVC-cached) -------------------------------------------------------------
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-    @property
-    def validation_report(self) -> Path:
-        """The gate's Data Docs (``index.html``) and ``summary.json``."""
-        return self.reports / "validation"
+        return fold_dir(self.plots_dir / model, fold)
 
     def promotion_report(self, model: str) -> Path:
         """``emoflow promote``'s decision record: one file per model, the CLI and the flow alike."""
         return self.reports / f"promotion-{model}.json"
-
-    @property
-    def retrain_report(self) -> Path:
-        """The retrain flow's run report."""
-        return self.reports / "retrain.json"
 
 
 LAYOUT = Layout()  # relative: the stages run in the repository root
