@@ -18,14 +18,14 @@ from hostile_videos import (
     write_video,
 )
 
-from emoflow.artifact import ModelSpec
+from emoflow.artifact import ModelMeta, ModelSpec
 from emoflow.config import FacesParams
 from emoflow.errors import InputError
 from emoflow.faces.pipeline import process_frames
 from emoflow.inference.predictor import find_faces
 from emoflow.media.video import Cancelled, DecodeLimits, VideoFrames, iter_frames, probe
 
-SPEC = ModelSpec(Path("."), {"arch": "fan", "classes": ["a", "b"], "image_size": 64},
+SPEC = ModelSpec(Path("."), ModelMeta(arch="fan", classes=["a", "b"], config={}, image_size=64),
                  FacesParams())  # fmt: skip
 
 
