@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emoflow.errors import InputError
+from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_path
 
 SUFFIX = ".faces.zip"
@@ -42,7 +42,7 @@ def encode_jpeg(face: np.ndarray, quality: int, what: str = "a face chip") -> by
     img = face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise ValueError(f"cannot encode {what} as JPEG")
+        raise EmoflowError(f"cannot encode {what} as JPEG")
     return buf.tobytes()
 
 
