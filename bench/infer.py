@@ -31,16 +31,23 @@ import numpy as np
 import skimage.data
 import torch
 
+from emoflow.artifact import (
+    EXPORT_JSON,
+    MODEL_FILE,
+    ONNX_FILE,
+    ModelMeta,
+    ModelSpec,
+    read_spec,
+    save_model_file,
+)
 from emoflow.config import load_params
 from emoflow.fsio import atomic_write_text
 from emoflow.inference import Predictor
 from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_has_cuda, onnx_session
 from emoflow.inference.graph import load_clip_model
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.media.video import MediaWriter
 from emoflow.models import registry
 from emoflow.release.export import OPSET, export_info, export_onnx
-from emoflow.training import checkpoint as ckpt
 
 ARCHS = registry.NAMES
 
@@ -49,21 +56,19 @@ def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
     """A copy of models/<arch>/model.pt, or an untrained model of the params' shape, exported."""
     out = tmp / arch
     out.mkdir()
-    own = models / arch / ckpt.MODEL_FILE
+    own = models / arch / MODEL_FILE
     if own.exists():
-        (out / ckpt.MODEL_FILE).write_bytes(own.read_bytes())
+        (out / MODEL_FILE).write_bytes(own.read_bytes())
     else:
         from emoflow.training.tasks import make_task
 
         p = load_params(params_path)
         task = make_task(arch, p.train, 0)
         cfg = task.cfg
-        ckpt.save(out / ckpt.MODEL_FILE, {
-            "arch": arch, "classes": list(p.classes), "model_config": task.model_config(),
-            "state_dict": task.build(len(p.classes)).state_dict(), "image_size": cfg.image_size,
-            "grayscale": getattr(cfg, "grayscale", False),
-            "preprocessing": p.faces.model_dump(exclude={"workers"}),
-        })  # fmt: skip
+        meta = ModelMeta(arch=arch, classes=list(p.classes), config=task.model_config(),
+                         image_size=cfg.image_size, grayscale=getattr(cfg, "grayscale", False),
+                         preprocessing=p.faces.model_dump(exclude={"workers"}))  # fmt: skip
+        save_model_file(out / MODEL_FILE, meta, task.build(len(p.classes)).state_dict())
     spec = read_spec(out)
     export_onnx(load_clip_model(spec), spec, out / ONNX_FILE, OPSET)
     info = export_info(spec, OPSET, {"note": "bench/infer.py: no parity check"}, out / ONNX_FILE)
@@ -155,7 +160,7 @@ def main() -> None:
         folders = {a: model_folder(a, args.models, args.params, tmp) for a in ARCHS}
         for arch, folder in folders.items():
             spec = read_spec(folder)
-            trained = (args.models / arch / ckpt.MODEL_FILE).exists()
+            trained = (args.models / arch / MODEL_FILE).exists()
             print(f"{arch}: {spec.image_size} px, {spec.preprocessing.frames} frames a clip "
                   f"({'models/' + arch if trained else 'untrained weights'})")  # fmt: skip
             for name, run in runtimes(folder, spec, args.cuda).items():

@@ -35,8 +35,7 @@ import numpy as np
 import skimage.data
 from infer import model_folder, six_second_clip
 
-from emoflow.inference.model_dir import read_spec
-from emoflow.training import checkpoint as ckpt
+from emoflow.artifact import MODEL_FILE, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_METRIC = "bentoml_service_adaptive_batch_size"
@@ -165,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bsrv") as tmp_name:  # short: unix socket paths
         tmp = Path(tmp_name)
         own = args.models / "fan"
-        if (own / ckpt.MODEL_FILE).is_file():
+        if (own / MODEL_FILE).is_file():
             model, what = own.resolve(), str(own)
         else:
             model, what = model_folder("fan", args.models, args.params, tmp), "untrained weights"

@@ -26,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from emoflow.errors import EmoflowError
+from emoflow.layout import Layout
 from emoflow.orchestration import kubeflow, plan, release, report, versioning, workspace
 from emoflow.orchestration.dvc_step import StepError, run_command, run_step
 from emoflow.orchestration.retry import is_transient
@@ -225,8 +226,8 @@ def register_model(repo: Path, model: str, settings: plan.RunSettings,
     run's commit."""
     tags = ({"retrain.commit": versioned["commit"], "retrain.branch": versioned["branch"],
              "retrain.flow_run": str(runtime.flow_run.id)} if versioned.get("commit") else {})
-    out = release.register_once(repo / "models" / model, model, settings.params,
-                                repo / "metrics" / f"{model}.json", tags)  # fmt: skip
+    out = release.register_once(Layout(repo).model_dir(model), model, settings.params,
+                                Layout(repo).metrics(model), tags)  # fmt: skip
     if out["existing"]:
         get_run_logger().info("register: %s v%s already holds this model.pt: not registered "
                               "again; @challenger points at it", out["name"], out["version"])

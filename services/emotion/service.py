@@ -49,9 +49,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emoflow.artifact import ModelSpec, read_spec
 from emoflow.feedback.records import FeedbackIn, FeedbackRecord, new_prediction_id
 from emoflow.inference import ClipResult, Predictor
-from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.predictor import FoundFaces
 from emoflow.media.video import Cancelled
 

@@ -17,6 +17,7 @@ import typer
 from emoflow.config import DEFAULT_PARAMS, load_params
 from emoflow.errors import EmoflowError
 from emoflow.inference.availability import BACKENDS, check_backend
+from emoflow.layout import LAYOUT, fold_dir
 from emoflow.media.formats import VIDEO_EXTS
 from emoflow.models import registry
 
@@ -45,7 +46,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 @app.command()
 def sample(
     params: Path = ParamsOption,
-    out: Path = typer.Option(Path("data"), help="Data root: writes raw/, marks/, sample_truth/."),
+    out: Path = typer.Option(LAYOUT.data, help="Data root: writes raw/, marks/, sample_truth/."),
 ) -> None:
     """Generate lab-like session recordings, their protocol and ground-truth marks."""
     from emoflow.sample.generate import generate_sample
@@ -57,10 +58,10 @@ def sample(
 def segment(
     params: Path = ParamsOption,
     sessions: Path = typer.Option(
-        Path("data/raw/sessions"), help="<participant>.mp4 recordings (.mov, .mkv, .avi; any case)."
+        LAYOUT.sessions, help="<participant>.mp4 recordings (.mov, .mkv, .avi; any case)."
     ),
-    protocol: Path = typer.Option(Path("data/raw/protocol.csv"), help="The stimulus log."),
-    out: Path = typer.Option(Path("data/interim/trials"), help="Trial clips and trials.csv."),
+    protocol: Path = typer.Option(LAYOUT.protocol, help="The stimulus log."),
+    out: Path = typer.Option(LAYOUT.trials, help="Trial clips and trials.csv."),
 ) -> None:
     """Cut each session into one clip per trial, starting at its trigger beep."""
     from emoflow.ingest.segment import segment_sessions
@@ -71,13 +72,11 @@ def segment(
 @app.command()
 def validate(
     params: Path = ParamsOption,
-    trials: Path = typer.Option(
-        Path("data/interim/trials/trials.csv"), help="trials.csv; clips lie beside it."
-    ),
-    marks: Path = typer.Option(Path("data/marks"), help="One <trial_id>.txt per trial."),
-    report: Path = typer.Option(Path("reports/validation"), help="Data Docs + summary.json."),
+    trials: Path = typer.Option(LAYOUT.trials_csv, help="trials.csv; clips lie beside it."),
+    marks: Path = typer.Option(LAYOUT.marks, help="One <trial_id>.txt per trial."),
+    report: Path = typer.Option(LAYOUT.validation_report, help="Data Docs + summary.json."),
     out: Path = typer.Option(
-        Path("data/interim/validated"), help="valid_trials.csv (gate passed) + quarantine.csv."
+        LAYOUT.validated, help="valid_trials.csv (gate passed) + quarantine.csv."
     ),
 ) -> None:
     """The great-expectations gate over trials and marks (docs/validation.md)."""
@@ -89,11 +88,9 @@ def validate(
 @app.command()
 def trim(
     params: Path = ParamsOption,
-    valid: Path = typer.Option(
-        Path("data/interim/validated/valid_trials.csv"), help="Trials that passed validation."
-    ),
-    trials: Path = typer.Option(Path("data/interim/trials"), help="The trial clips."),
-    out: Path = typer.Option(Path("data/processed/clips"), help="Labelled clips and clips.csv."),
+    valid: Path = typer.Option(LAYOUT.valid_trials, help="Trials that passed validation."),
+    trials: Path = typer.Option(LAYOUT.trials, help="The trial clips."),
+    out: Path = typer.Option(LAYOUT.clips, help="Labelled clips and clips.csv."),
     reviewed: Path = typer.Option(
         None, help="Also the reviewed served clips: reviewed.csv + clips/ (emoflow review accept)."
     ),
@@ -107,8 +104,8 @@ def trim(
 @app.command()
 def faces(
     params: Path = ParamsOption,
-    clips: Path = typer.Option(Path("data/processed/clips/clips.csv"), help="Labelled clips."),
-    out: Path = typer.Option(Path("data/processed/faces"), help="Face files and faces.csv."),
+    clips: Path = typer.Option(LAYOUT.clips_csv, help="Labelled clips."),
+    out: Path = typer.Option(LAYOUT.faces, help="Face files and faces.csv."),
 ) -> None:
     """dlib detection and alignment, K-means frame selection: one face file per clip."""
     from emoflow.faces.stage import extract_faces
@@ -119,8 +116,8 @@ def faces(
 @app.command()
 def split(
     params: Path = ParamsOption,
-    faces: Path = typer.Option(Path("data/processed/faces/faces.csv"), help="The faces table."),
-    out: Path = typer.Option(Path("data/processed/splits"), help="Manifests (and folds/)."),
+    faces: Path = typer.Option(LAYOUT.faces_csv, help="The faces table."),
+    out: Path = typer.Option(LAYOUT.splits, help="Manifests (and folds/)."),
 ) -> None:
     """Train/val/test manifests (subject-independent by default) and k folds."""
     from emoflow.datasets.splits import make_splits
@@ -184,12 +181,8 @@ def _model(value: str) -> str:
 
 
 ModelOption = typer.Option("fan", "--model", "-m", callback=_model, help=" | ".join(MODELS))
-FacesDirOption = typer.Option(Path("data/processed/faces"), help="Face files (faces.csv).")
-SplitsOption = typer.Option(Path("data/processed/splits"), help="Split manifests.")
-
-
-def _splits_dir(splits: Path, fold: int | None) -> Path:
-    return splits if fold is None else splits / "folds" / f"fold_{fold}"
+FacesDirOption = typer.Option(LAYOUT.faces, help="Face files (faces.csv).")
+SplitsOption = typer.Option(LAYOUT.splits, help="Split manifests.")
 
 
 @app.command()
@@ -221,8 +214,8 @@ def train(
         return
     from emoflow.training.run import run_training
 
-    out = out or Path("models") / model / ("" if fold is None else f"folds/fold_{fold}")
-    run_training(model, p, faces, _splits_dir(splits, fold), out)
+    out = out or LAYOUT.model_dir(model, fold)
+    run_training(model, p, faces, fold_dir(splits, fold), out)
 
 
 @app.command()
@@ -239,12 +232,10 @@ def evaluate(
     """Test-split metrics (WAR, UAR, macro-F1, per class), confusion matrix and curves."""
     from emoflow.training.evaluate import evaluate_model
 
-    suffix = "" if fold is None else f"/folds/fold_{fold}"
     evaluate_model(
-        model, load_params(params), faces, _splits_dir(splits, fold),
-        model_dir or Path(f"models/{model}{suffix}"),
-        metrics or Path(f"metrics/{model}{suffix.replace('/', '_')}.json"),
-        plots or Path(f"plots/{model}{suffix}"),
+        model, load_params(params), faces, fold_dir(splits, fold),
+        model_dir or LAYOUT.model_dir(model, fold), metrics or LAYOUT.metrics(model, fold),
+        plots or LAYOUT.plots(model, fold),
     )  # fmt: skip
 
 
@@ -265,8 +256,8 @@ def crossval(
     for k in range(p.split.folds):
         train(model, params, faces, splits, k, None, None)
         evaluate(model, params, faces, splits, k, None, None, None)
-        files.append(Path(f"plots/{model}/folds/fold_{k}/report.json"))
-    summarise(files, Path(f"metrics/{model}_cv.json"))
+        files.append(LAYOUT.plots(model, k) / "report.json")
+    summarise(files, LAYOUT.cv_metrics(model))
 
 
 @app.command()
@@ -281,8 +272,8 @@ def register(
     """A new registry version of emoflow-<model> from the model folder; alias challenger."""
     from emoflow.release.registry import register as register_model
 
-    done = register_model(model_dir or Path("models") / model, model, load_params(params),
-                          metrics or Path(f"metrics/{model}.json"), (faces, splits))  # fmt: skip
+    done = register_model(model_dir or LAYOUT.model_dir(model), model, load_params(params),
+                          metrics or LAYOUT.metrics(model), (faces, splits))  # fmt: skip
     typer.echo(f"registered {done.uri} ({', '.join(done.files)}) as @challenger")
 
 
@@ -306,7 +297,7 @@ def promote(
     require_promotion: bool = typer.Option(
         False, "--require-promotion", help="Exit 3 when the champion stays (for pipelines)."
     ),
-    test: Path = typer.Option(Path("data/processed/splits/test.csv"), help="Test manifest."),
+    test: Path = typer.Option(LAYOUT.manifest("test"), help="Test manifest."),
     faces: Path = FacesDirOption,
     report: Path | None = typer.Option(
         None, help="The decision record [default: reports/promotion-<model>.json]."),
@@ -341,14 +332,15 @@ def predict(
         raise typer.BadParameter("give --model-dir or --model-uri, not both")
     check_backend(backend)
     if model_uri:
-        from emoflow.release.store import check_store
+        from emoflow.tracking.store import check_store
 
         check_store()  # an absent registry or a server down, before any model code loads
     from emoflow.inference import Predictor
     from emoflow.inference.files import predict_files
 
+    folder = model_dir or LAYOUT.model_dir("fan")
     predictor = (Predictor.from_uri(model_uri, backend) if model_uri
-                 else Predictor.from_dir(model_dir or Path("models/fan"), backend))  # fmt: skip
+                 else Predictor.from_dir(folder, backend))  # fmt: skip
     if predict_files(predictor, videos, as_json):
         raise typer.Exit(2)
 
@@ -369,7 +361,7 @@ def export(
     """ONNX with a dynamic clip batch, written only if it matches PyTorch on every test clip."""
     from emoflow.release.export import export_model
 
-    export_model(model_dir or Path("models") / model, faces, splits, opset, tolerance,
+    export_model(model_dir or LAYOUT.model_dir(model), faces, splits, opset, tolerance,
                  arch=model)  # fmt: skip
 
 
@@ -388,14 +380,14 @@ def convert(
     """A TensorRT engine from model.onnx (GPU machine with TensorRT), checked against ONNX."""
     from emoflow.release.convert import convert_model
 
-    convert_model(model_dir or Path("models") / model, faces, splits, precision,
+    convert_model(model_dir or LAYOUT.model_dir(model), faces, splits, precision,
                   (min_batch, opt_batch, max_batch), max_frames, arch=model)  # fmt: skip
 
 
 @app.command("contact-sheet")
 def contact_sheet(
     participant: str = typer.Option("p001", help="Participant id, e.g. p001."),
-    data: Path = typer.Option(Path("data"), help="Data root written by `emoflow sample`."),
+    data: Path = typer.Option(LAYOUT.data, help="Data root written by `emoflow sample`."),
     out: Path = typer.Option(Path("docs/img/sample_contact_sheet.png"), help="PNG to write."),
 ) -> None:
     """A PNG of one participant's expressions at their peaks, read from the sample videos."""
@@ -407,7 +399,7 @@ def contact_sheet(
 @app.command()
 def mark(
     trials: Path = typer.Argument(..., help="A folder of trial clips (*.mp4) or a trials.csv."),
-    marks_dir: Path = typer.Option(Path("data/marks"), "--marks-dir", help="Where marks go."),
+    marks_dir: Path = typer.Option(LAYOUT.marks, "--marks-dir", help="Where marks go."),
     redo: bool = typer.Option(False, "--all", help="Also open clips that already have marks."),
     jump: int = typer.Option(10, min=1, help="Frames per F/B (and Up/Down) jump."),
     labeller: str = typer.Option(
@@ -429,10 +421,10 @@ review = typer.Typer(help="The feedback loop's labelling side (docs/feedback.md)
 app.add_typer(review, name="review")
 StoreOption = typer.Option(..., "--store", envvar="EMOFLOW_CAPTURE_STORE",
                            help="The capture store: a folder or s3://bucket/prefix.")  # fmt: skip
-QueueOption = typer.Option(Path("data/review/queue"), "--queue", help="The labelling queue.")
-ReviewMarksOption = typer.Option(Path("data/review/marks"), "--marks-dir",
+QueueOption = typer.Option(LAYOUT.review_queue, "--queue", help="The labelling queue.")
+ReviewMarksOption = typer.Option(LAYOUT.review_marks, "--marks-dir",
                                  help="The queue's marks and labels (emoflow mark --marks-dir).")
-ReviewedOption = typer.Option(Path("data/reviewed"), "--reviewed",
+ReviewedOption = typer.Option(LAYOUT.reviewed, "--reviewed",
                               help="The reviewed data: reviewed.csv + clips/ (DVC).")  # fmt: skip
 
 

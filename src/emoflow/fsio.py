@@ -1,8 +1,10 @@
-"""Atomic file and folder writes: an output is either complete or absent, never half-written."""
+"""Atomic file and folder writes (an output is either complete or absent, never half-written),
+and a file's content hash."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -67,3 +69,12 @@ def replace_dir(src: Path, path: Path) -> None:
     os.replace(src, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

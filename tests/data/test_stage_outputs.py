@@ -130,14 +130,14 @@ def _train(root: Path, tiny_faces: Path) -> Case:
 
 def _model_file(path: Path, classes: list[str]) -> None:
     """A real (untrained) Deep-Emotion model file in the trainer's format."""
+    from emoflow.artifact import save_state
     from emoflow.config import Params
-    from emoflow.training import checkpoint as ckpt
     from emoflow.training.tasks import make_task
 
     tp = Params().train
     task = make_task("deep_emotion", tp, 0)
     model = task.build(len(classes))
-    ckpt.save(path, {"arch": "deep_emotion", "classes": classes,
+    save_state(path, {"arch": "deep_emotion", "classes": classes,
                      "model_config": task.model_config(), "state_dict": model.state_dict(),
                      "epoch": 1, "val": {"war": 0.0, "uar": 0.0, "macro_f1": 0.0, "loss": 1.0},
                      "image_size": task.cfg.image_size, "grayscale": True})  # fmt: skip

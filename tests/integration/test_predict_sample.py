@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
+from emoflow.artifact import MODEL_FILE, load_state
 from emoflow.config import load_params
 from emoflow.media.video import MediaWriter, iter_frames
 from emoflow.release.export import export_model
-from emoflow.training import checkpoint as ckpt
 from emoflow.training.trainer import train_model
 
 pytestmark = pytest.mark.slow  # two predict processes over six clips: faces on ~1100 frames
@@ -107,7 +107,7 @@ def _predict_both(model: Path, files: list[Path], tmp: Path) -> dict[str, list[d
 
 def test_predict_on_generated_clips(fan_dir: Path, clips: dict[str, Clip], tmp_path: Path
                                     ) -> None:  # fmt: skip
-    meta = ckpt.load(fan_dir / ckpt.MODEL_FILE)
+    meta = load_state(fan_dir / MODEL_FILE)
     classes, per_clip = meta["classes"], meta["preprocessing"]["frames"]
     names = list(clips)
     results = _predict_both(fan_dir, [c.path for c in clips.values()], tmp_path)

@@ -3,6 +3,7 @@ cut-off uploads, several faces, headers that lie. Each went wrong once (issue 17
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,14 @@ from hostile_videos import (
     write_video,
 )
 
+from emoflow.artifact import ModelMeta, ModelSpec
 from emoflow.config import FacesParams
 from emoflow.errors import InputError
 from emoflow.faces.pipeline import process_frames
-from emoflow.inference.model_dir import ModelSpec
 from emoflow.inference.predictor import find_faces
 from emoflow.media.video import Cancelled, DecodeLimits, VideoFrames, iter_frames, probe
 
-SPEC = ModelSpec(Path("."), {"arch": "fan", "classes": ["a", "b"], "image_size": 64},
+SPEC = ModelSpec(Path("."), ModelMeta(arch="fan", classes=["a", "b"], config={}, image_size=64),
                  FacesParams())  # fmt: skip
 
 
@@ -56,7 +57,7 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path: Path) -> None:
     times = [0, 33, 66, 100, 133, 166, 200, 300, 400, 500, 600, 700]
     clip = write_video(tmp_path / "vfr.mp4", drifting(framed((480, 360)), 12),
                        times_ms=times)  # fmt: skip
-    found = find_faces(SPEC.__class__(SPEC.folder, SPEC.meta, FacesParams(frames=12)), clip)
+    found = find_faces(dataclasses.replace(SPEC, preprocessing=FacesParams(frames=12)), clip)
     got = {f.index: f.time_s for f in found.frames}
     assert got == pytest.approx({i: t / 1000 for i, t in enumerate(times)}, abs=1e-3)
 

@@ -24,6 +24,7 @@ import yaml
 from test_mlflow_server import mlflow_server  # noqa: F401  (the tracking tests' server fixture)
 from typer.testing import CliRunner
 
+from emoflow.artifact import MODEL_FILE, load_state, save_state
 from emoflow.cli import app
 from emoflow.config import Params, load_params
 from emoflow.datasets.clips import read_manifest
@@ -32,8 +33,9 @@ from emoflow.inference import Predictor
 from emoflow.release import promote as pr
 from emoflow.release import registry as reg
 from emoflow.release.export import export_model
+from emoflow.tracking import registry as fetching
 from emoflow.tracking.params import flatten_params, training_params
-from emoflow.training import checkpoint as ckpt
+from emoflow.tracking.store import RegistryError
 from emoflow.training.evaluate import evaluate_model
 from emoflow.training.run import run_training
 
@@ -89,12 +91,12 @@ def repo(tiny_faces: Path, tiny_params: Path, tmp_path_factory: pytest.TempPathF
         export_model(good, FACES, SPLITS)  # model.onnx + export.json travel with the version
         weak = root / "models" / "weak"
         weak.mkdir()
-        meta = ckpt.load(good / ckpt.MODEL_FILE)
+        meta = load_state(good / MODEL_FILE)
         g = torch.Generator().manual_seed(0)
         meta["state_dict"] = {k: v + 3 * v.float().std().nan_to_num() *
                               torch.randn(v.shape, generator=g) if v.is_floating_point() else v
                               for k, v in meta["state_dict"].items()}  # fmt: skip
-        ckpt.save(weak / ckpt.MODEL_FILE, meta)
+        save_state(weak / MODEL_FILE, meta)
         scores = [evaluate_model(ARCH, params, FACES, SPLITS, folder, root / "metrics" /
                                  f"{folder.name}.json", root / "plots" / folder.name)
                   for folder in (good, weak)]  # fmt: skip
@@ -110,7 +112,7 @@ def store(repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(repo.root / "mlflow.db", db)
     monkeypatch.chdir(repo.root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path
 
 
@@ -124,7 +126,7 @@ def _promote(store: Path, **kw: object) -> pr.Decision:
 
 
 def _alias(alias: str) -> str:
-    return str(reg.get_version(f"models:/{NAME}@{alias}").version)
+    return str(fetching.get_version(f"models:/{NAME}@{alias}").version)
 
 
 # --------------------------------------------------------------------------- register
@@ -133,11 +135,11 @@ def _alias(alias: str) -> str:
 def test_register_tags_lineage_metrics_and_links_the_training_run(repo: Repo, store: Path
                                                                   ) -> None:  # fmt: skip
     done = _register(repo, repo.good)
-    meta = ckpt.load(repo.good / ckpt.MODEL_FILE)
-    c = reg.client()
+    meta = load_state(repo.good / MODEL_FILE)
+    c = fetching.client()
     mv = c.get_model_version(NAME, done.version)
     run = c.get_run(meta["mlflow_run_id"])
-    assert done.version == "1" and _alias(reg.CHALLENGER) == "1"
+    assert done.version == "1" and _alias(fetching.CHALLENGER) == "1"
     assert mv.run_id == run.info.run_id == done.run_id  # linked to the training's run
     assert c.get_logged_model(done.model_id).source_run_id == run.info.run_id
     tags = mv.tags
@@ -156,7 +158,7 @@ def test_register_tags_lineage_metrics_and_links_the_training_run(repo: Repo, st
     # Another version moves @challenger. The weak copy kept the run id, so its params hash is
     # the run's (what it was trained with), whatever params.yaml says now.
     other = reg.register(repo.weak, ARCH, repo.params.model_copy(update={"classes": ("x", "y")}))
-    assert other.version == "2" and _alias(reg.CHALLENGER) == "2"
+    assert other.version == "2" and _alias(fetching.CHALLENGER) == "2"
     assert other.tags["lineage.source"] == "training run"
     assert other.tags["params.hash"] == expected_hash
     assert "test.uar" not in other.tags  # no metrics file given
@@ -170,25 +172,25 @@ def test_register_refuses_a_wrong_folder(repo: Repo, store: Path) -> None:
     # Retrained since the export: the ONNX file holds other weights than model.pt.
     stale = store / "stale"
     shutil.copytree(repo.good, stale)
-    shutil.copy(repo.weak / ckpt.MODEL_FILE, stale / ckpt.MODEL_FILE)
+    shutil.copy(repo.weak / MODEL_FILE, stale / MODEL_FILE)
     with pytest.raises(InputError, match=r"exported from another model\.pt"):
         reg.register(stale, ARCH, repo.params)
-    shutil.copy(repo.good / ckpt.MODEL_FILE, stale / ckpt.MODEL_FILE)
+    shutil.copy(repo.good / MODEL_FILE, stale / MODEL_FILE)
     (stale / "engine.json").write_text("{}")
     with pytest.raises(InputError, match=r"model\.engine and engine\.json go together"):
         reg.register(stale, ARCH, repo.params)
-    assert not reg.client().search_registered_models()  # nothing half-registered
+    assert not fetching.client().search_registered_models()  # nothing half-registered
 
 
 def test_download_round_trip_predicts_like_the_original(repo: Repo, store: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     done = _register(repo, repo.good)
-    folder = reg.download_version(f"models:/{NAME}@{reg.CHALLENGER}")
+    folder = fetching.download_version(f"models:/{NAME}@{fetching.CHALLENGER}")
     assert folder.is_relative_to(store / "cache")
     assert sorted(p.name for p in folder.iterdir()) == sorted(done.files)
     for name in done.files:
         assert (folder / name).read_bytes() == (repo.good / name).read_bytes(), name
-    assert reg.download_version(done.uri) == folder  # cached by version, alias or number
+    assert fetching.download_version(done.uri) == folder  # cached by version, alias or number
 
     for backend in ("torch", "onnx"):
         original = Predictor.from_dir(repo.good, backend)
@@ -198,28 +200,28 @@ def test_download_round_trip_predicts_like_the_original(repo: Repo, store: Path,
         got = copy.predict_face_files([r.path for r in refs])
         assert copy.backend == backend
         assert [r.probabilities for r in got] == [r.probabilities for r in want], backend
-    served = Predictor.from_uri(f"models:/{NAME}@{reg.CHALLENGER}")
+    served = Predictor.from_uri(f"models:/{NAME}@{fetching.CHALLENGER}")
     assert served.backend == "onnx"  # "auto"
     assert (served.ref.name, served.ref.version, served.ref.alias) == (NAME, done.version,
-                                                                       reg.CHALLENGER)
+                                                                       fetching.CHALLENGER)
 
     # A new store numbers from 1 again: the cache must not answer with the other store's v1.
     shutil.copy(repo.root / "mlflow.db", store / "other.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'other.db'}")
     _register(repo, repo.weak)
-    weak = reg.download_version(f"models:/{NAME}/1")
+    weak = fetching.download_version(f"models:/{NAME}/1")
     assert weak != folder
-    assert (weak / ckpt.MODEL_FILE).read_bytes() == (repo.weak / ckpt.MODEL_FILE).read_bytes()
+    assert (weak / MODEL_FILE).read_bytes() == (repo.weak / MODEL_FILE).read_bytes()
 
 
 def test_unknown_versions_and_aliases_are_one_line_errors(repo: Repo, store: Path) -> None:
-    with pytest.raises(reg.RegistryError, match="not a model URI"):
-        reg.download_version("runs:/abc/model")
+    with pytest.raises(RegistryError, match="not a model URI"):
+        fetching.download_version("runs:/abc/model")
     _register(repo, repo.good)
-    with pytest.raises(reg.RegistryError, match=r"no version has alias 'champion'.*promote"):
-        reg.download_version(f"models:/{NAME}@champion")
-    with pytest.raises(reg.RegistryError, match="no version 7"):
-        reg.download_version(f"models:/{NAME}/7")
+    with pytest.raises(RegistryError, match=r"no version has alias 'champion'.*promote"):
+        fetching.download_version(f"models:/{NAME}@champion")
+    with pytest.raises(RegistryError, match="no version 7"):
+        fetching.download_version(f"models:/{NAME}/7")
 
 
 # --------------------------------------------------------------------------- promote
@@ -242,10 +244,10 @@ def test_the_first_model_becomes_champion(repo: Repo, store: Path) -> None:
     _register(repo, repo.weak)
     decision = _promote(store)
     assert decision.outcome == "first" and decision.promoted
-    assert _alias(reg.CHAMPION) == "1"
+    assert _alias(fetching.CHAMPION) == "1"
     _check_scores(decision.record, repo, "weak", None)
     assert json.loads((store / "promotion.json").read_text()) == decision.record
-    tags = reg.client().get_model_version(NAME, "1").tags
+    tags = fetching.client().get_model_version(NAME, "1").tags
     assert tags["promotion.outcome"] == "first" and "promotion.champion_score" not in tags
     assert float(tags["promotion.score"]) == pytest.approx(repo.weak_metrics["uar"], abs=1e-6)
     again = _promote(store)  # nothing new registered
@@ -257,9 +259,9 @@ def test_a_better_challenger_is_promoted(repo: Repo, store: Path) -> None:
     _promote(store)
     _register(repo, repo.good)
     decision = _promote(store)
-    assert decision.outcome == "promoted" and _alias(reg.CHAMPION) == "2"
+    assert decision.outcome == "promoted" and _alias(fetching.CHAMPION) == "2"
     _check_scores(decision.record, repo, "good", "weak")
-    c = reg.client()
+    c = fetching.client()
     tags = c.get_model_version(NAME, "2").tags
     assert tags["promotion.champion_version"] == "1"
     assert float(tags["promotion.champion_score"]) == pytest.approx(repo.weak_metrics["uar"],
@@ -281,15 +283,15 @@ def test_a_worse_challenger_keeps_the_champion_and_fails_only_when_required(
     good, weak = repo.good_metrics["uar"], repo.weak_metrics["uar"]
     assert plain.stdout.strip() == (f"kept champion v1 (UAR {good:.3f}) over v2 ({weak:.3f}), "
                                     f"margin 0.005")  # fmt: skip
-    assert record["outcome"] == "kept" and _alias(reg.CHAMPION) == "1"
+    assert record["outcome"] == "kept" and _alias(fetching.CHAMPION) == "1"
     _check_scores(record, repo, "weak", "good")
     # As pipelines run it: the installed command's exit status.
     required = subprocess.run([sys.executable, "-m", "emoflow.cli", *args, "--require-promotion"],
                               capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert required.returncode == 3, required.stderr[-2000:]
     assert required.stdout.strip() == plain.stdout.strip()
-    assert _alias(reg.CHAMPION) == "1"
-    assert reg.client().get_model_version(NAME, "2").tags["promotion.outcome"] == "kept"
+    assert _alias(fetching.CHAMPION) == "1"
+    assert fetching.client().get_model_version(NAME, "2").tags["promotion.outcome"] == "kept"
 
 
 def test_a_tie_within_the_margin_keeps_the_champion(repo: Repo, store: Path) -> None:
@@ -297,14 +299,14 @@ def test_a_tie_within_the_margin_keeps_the_champion(repo: Repo, store: Path) -> 
     _promote(store)
     _register(repo, repo.good)  # the same weights again: the very same scores
     decision = _promote(store, min_delta=0.005)
-    assert decision.outcome == "kept" and _alias(reg.CHAMPION) == "1"
+    assert decision.outcome == "kept" and _alias(fetching.CHAMPION) == "1"
     _check_scores(decision.record, repo, "good", "good")
     # With no margin a tie is enough to win ("at least the margin").
-    assert _promote(store, min_delta=0.0).outcome == "promoted" and _alias(reg.CHAMPION) == "2"
+    assert _promote(store, min_delta=0.0).outcome == "promoted" and _alias(fetching.CHAMPION) == "2"
 
 
 def test_promote_refuses_bad_arguments(repo: Repo, store: Path) -> None:
-    with pytest.raises(reg.RegistryError, match="no version has alias 'challenger'"):
+    with pytest.raises(RegistryError, match="no version has alias 'challenger'"):
         _promote(store)
     _register(repo, repo.good)
     with pytest.raises(pr.EmoflowError, match="unknown metric 'f2'"):
@@ -325,7 +327,7 @@ def test_register_and_promote_through_a_tracking_server(
         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.chdir(repo.root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "cache"))
     before = sorted(p.name for p in (repo.root / "mlartifacts").iterdir())
     first = _register(repo, repo.weak)
     # The training run lives in the local store, not on the server: lineage from the workspace.
@@ -335,13 +337,13 @@ def test_register_and_promote_through_a_tracking_server(
     assert _promote(tmp_path).outcome == "first"
     _register(repo, repo.good)
     decision = _promote(tmp_path)
-    assert decision.outcome == "promoted" and _alias(reg.CHAMPION) == "2"
+    assert decision.outcome == "promoted" and _alias(fetching.CHAMPION) == "2"
     _check_scores(decision.record, repo, "good", "weak")
-    folder = reg.download_version(f"models:/{NAME}@champion")
-    assert (folder / ckpt.MODEL_FILE).read_bytes() == (repo.good / ckpt.MODEL_FILE).read_bytes()
+    folder = fetching.download_version(f"models:/{NAME}@champion")
+    assert (folder / MODEL_FILE).read_bytes() == (repo.good / MODEL_FILE).read_bytes()
     # Everything went to the server's stores: nothing new in the local artifact folder.
     assert sorted(p.name for p in (repo.root / "mlartifacts").iterdir()) == before
-    assert np.isclose(float(reg.client().get_model_version(NAME, "2").tags["test.uar"]),
+    assert np.isclose(float(fetching.client().get_model_version(NAME, "2").tags["test.uar"]),
                       repo.good_metrics["uar"])  # fmt: skip
 
 
@@ -353,7 +355,7 @@ def test_a_retried_register_adds_no_version_and_sets_the_alias(repo: Repo, store
     metrics = repo.root / "metrics" / "deep_emotion.json"
     first = register_once(repo.good, ARCH, repo.params, metrics, {"retrain.commit": "c1"})
     assert not first["existing"] and _alias("challenger") == first["version"]
-    c = reg.client()
+    c = fetching.client()
     c.delete_registered_model_alias(NAME, "challenger")  # the failure: no alias
     again = register_once(repo.good, ARCH, repo.params, metrics, {"retrain.commit": "c2"})
     assert again["existing"] and again["version"] == first["version"]

@@ -14,13 +14,13 @@ import onnx
 import pytest
 import torch
 
+from emoflow.artifact import EXPORT_JSON, ONNX_FILE, read_spec
 from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError
 from emoflow.inference import Predictor
 from emoflow.inference.backends import onnx_has_cuda, onnx_session
 from emoflow.inference.graph import load_clip_model
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, read_spec
 from emoflow.release.export import ParityError, export_model, export_onnx, run_clips
 from emoflow.training.trainer import train_model
 

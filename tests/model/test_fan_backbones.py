@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
+from emoflow.artifact import load_model_file, load_state
 from emoflow.config import load_params
 from emoflow.datasets.clips import normalise, read_manifest
 from emoflow.errors import InputError
 from emoflow.faces import dlib_models
 from emoflow.models import build_fan
 from emoflow.models.dlib_resnet import DlibTrunk, dlib_input, dlib_resnet29, load_weights
-from emoflow.training.checkpoint import load, load_model_file
 from emoflow.training.tasks import FanTask, group_lr, param_groups
 from emoflow.training.trainer import train_model
 
@@ -144,7 +144,7 @@ def frozen(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 @pytest.mark.slow  # trains (features of 18 clips at 150 px, then the heads): 25-50 s here
 def test_frozen_route_trains_only_the_heads(frozen: tuple[Path, Path], tiny_faces: Path) -> None:
     folder, cache = frozen
-    meta = load(folder / "model.pt")
+    meta = load_state(folder / "model.pt")
     dlib = load_weights()
     trunk = {k.removeprefix("trunk.net."): v for k, v in meta["state_dict"].items()
              if k.startswith("trunk.")}  # fmt: skip
@@ -173,7 +173,7 @@ def test_frozen_model_predicts_from_images_as_from_cached_features(
     monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
     model, meta = load_model_file(folder / "model.pt")
     refs = read_manifest(tiny_faces / "splits" / "val.csv", tiny_faces / "faces",
-                         meta["classes"])  # fmt: skip
+                         meta.classes)  # fmt: skip
     p = load_params(_params(folder))
     on_images = FanTask(p.train.fan, 0).predict(model, refs, torch.device("cpu"), 0)
     task = FanTask(p.train.fan, 0)

@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
+from emoflow.artifact import load_model_file, load_state, read_spec, save_state
 from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
 from emoflow.models import build_fan
-from emoflow.training.checkpoint import load, load_model_file
 from emoflow.training.tasks import FanTask
 from emoflow.training.trainer import train_model
 
@@ -90,7 +90,7 @@ def test_model_file_records_the_extractor(trained: tuple[Path, Path], tiny_faces
     from emoflow.faces import blendshapes as bs
 
     folder, cache = trained
-    meta = load(folder / "model.pt")
+    meta = load_state(folder / "model.pt")
     assert meta["model_config"]["features"] == "blendshapes"
     assert not any(k.startswith("trunk.") for k in meta["state_dict"])
     info = meta["backbone"]
@@ -117,12 +117,12 @@ def test_predictor_reproduces_training_features(
     monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
     model, meta = load_model_file(folder / "model.pt")
     refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
-                         meta["classes"])  # fmt: skip
+                         meta.classes)  # fmt: skip
     task = FanTask(load_params(_params(folder)).train.fan, 0)
     task.prepare(model, torch.device("cpu"))
     expected = task.predict(model, refs, torch.device("cpu"), 0)
     results = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
-    got = np.array([[r.probabilities[c] for c in meta["classes"]] for r in results])
+    got = np.array([[r.probabilities[c] for c in meta.classes] for r in results])
     assert np.abs(got - expected).max() <= 1e-5
     assert all(abs(sum(f.weight for f in r.frames) - 1) < 1e-5 for r in results)
 
@@ -168,17 +168,16 @@ def test_test_time_flips_agree_between_evaluation_prediction_and_onnx(
 
     from emoflow.inference.predictor import Predictor
     from emoflow.release.export import export_model
-    from emoflow.training.checkpoint import save
 
     folder, cache = trained
     monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
     flipped = tmp_path / "flipped"
     shutil.copytree(folder, flipped, ignore=shutil.ignore_patterns("model.onnx", "export.json"))
-    meta = load(flipped / "model.pt")
-    save(flipped / "model.pt", {**meta, "tta_flip": True})
+    meta = load_state(flipped / "model.pt")
+    save_state(flipped / "model.pt", {**meta, "tta_flip": True})
     model, meta = load_model_file(flipped / "model.pt")
     refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
-                         meta["classes"])  # fmt: skip
+                         meta.classes)  # fmt: skip
     cfg = load_params(_params(tmp_path, tta_flip=True)).train.fan
     task = FanTask(cfg, 0)
     task.prepare(model, torch.device("cpu"))
@@ -187,7 +186,7 @@ def test_test_time_flips_agree_between_evaluation_prediction_and_onnx(
     plain.prepare(model, torch.device("cpu"))
     assert np.abs(expected - plain.predict(model, refs, torch.device("cpu"), 0)).max() > 1e-4
     results = Predictor.from_dir(flipped, "torch").predict_face_files([r.path for r in refs])
-    got = np.array([[r.probabilities[c] for c in meta["classes"]] for r in results])
+    got = np.array([[r.probabilities[c] for c in meta.classes] for r in results])
     assert np.abs(got - expected).max() <= 1e-5
     info = export_model(flipped, tiny_faces / "faces", tiny_faces / "splits")
     assert info["tta_flip"] and "expression_mirror" in info["inputs"]
@@ -199,15 +198,13 @@ def test_another_extractor_model_is_reported(trained: tuple[Path, Path], tmp_pat
     import shutil
 
     from emoflow.inference.graph import load_clip_model
-    from emoflow.inference.model_dir import read_spec
-    from emoflow.training.checkpoint import save
 
     folder, _ = trained
     other = tmp_path / "other"
     shutil.copytree(folder, other, ignore=shutil.ignore_patterns("model.onnx", "export.json"))
-    meta = load(other / "model.pt")
+    meta = load_state(other / "model.pt")
     meta["backbone"]["expression"]["fingerprint"] = "mediapipe-0000000000000000-min192"
-    save(other / "model.pt", meta)
+    save_state(other / "model.pt", meta)
     with caplog.at_level("WARNING", logger="emoflow.inference.graph"):
         load_clip_model(read_spec(folder))
         assert not caplog.records

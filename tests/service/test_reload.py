@@ -12,6 +12,7 @@ from svc_helpers import API_KEY, serve
 from emoflow.client import Client
 from emoflow.config import load_params
 from emoflow.release import registry as reg
+from emoflow.tracking import registry as fetching
 
 pytestmark = pytest.mark.service
 
@@ -26,24 +27,25 @@ def test_moving_champion_changes_the_served_version_without_a_restart(
     tmp_path = tmp_path_factory.mktemp("reload")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "cache"))
     params = load_params(tiny_params)
     v1, v2 = (reg.register(tiny_fan, "fan", params, data_paths=(), repo=tmp_path)
               for _ in range(2))  # fmt: skip
     assert (v1.version, v2.version) == ("1", "2")
-    c = reg.client()
-    c.set_registered_model_alias(v1.name, reg.CHAMPION, v1.version)
+    c = fetching.client()
+    c.set_registered_model_alias(v1.name, fetching.CHAMPION, v1.version)
 
-    env = {"EMOFLOW_MODEL_URI": f"models:/{v1.name}@{reg.CHAMPION}", "MLFLOW_TRACKING_URI": uri,
-           "EMOFLOW_RELOAD_S": str(RELOAD_S), "EMOFLOW_API_KEY": API_KEY,
-           reg.CACHE_ENV: str(tmp_path / "server-cache"), "EMOFLOW_CPU_WORKERS": "1"}  # fmt: skip
+    env = {"EMOFLOW_MODEL_URI": f"models:/{v1.name}@{fetching.CHAMPION}",
+           "MLFLOW_TRACKING_URI": uri, "EMOFLOW_RELOAD_S": str(RELOAD_S),
+           "EMOFLOW_API_KEY": API_KEY, fetching.CACHE_ENV: str(tmp_path / "server-cache"),
+           "EMOFLOW_CPU_WORKERS": "1"}  # fmt: skip
     with serve(tmp_path / "serve", env) as s, Client(s.url, API_KEY) as client:
         pid = s.proc.pid
         model = client.info()["model"]
         assert (model["name"], model["version"], model["alias"]) == (v1.name, "1", "champion")
         assert client.predict(clips["face"]).model.version == "1"
 
-        c.set_registered_model_alias(v1.name, reg.CHAMPION, v2.version)
+        c.set_registered_model_alias(v1.name, fetching.CHAMPION, v2.version)
         deadline = time.monotonic() + 30 * RELOAD_S + 30  # a poll, a download, a model load
         while (version := client.info()["model"]["version"]) == "1":
             assert time.monotonic() < deadline, f"still v1:\n{s.log.read_text()[-3000:]}"

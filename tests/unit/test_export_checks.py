@@ -10,13 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from emoflow.artifact import MODEL_FILE, ONNX_FILE, read_spec, save_state
 from emoflow.cli import app
 from emoflow.errors import EmoflowError, InputError
 from emoflow.inference.graph import load_clip_model
-from emoflow.inference.model_dir import ONNX_FILE, read_spec
 from emoflow.models import build_model
 from emoflow.release import export
-from emoflow.training import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def deep_emotion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models") / "deep_emotion"
     folder.mkdir()
     torch.manual_seed(0)
-    ckpt.save(folder / ckpt.MODEL_FILE, {
+    save_state(folder / MODEL_FILE, {
         "arch": "deep_emotion", "classes": ["a", "b", "c"], "model_config": {},
         "state_dict": build_model("deep_emotion", 3).state_dict(), "epoch": 1, "val": {},
         "image_size": 48, "grayscale": True, "frames_per_clip": None})  # fmt: skip
@@ -37,7 +36,7 @@ def test_a_folder_of_another_model_is_refused(deep_emotion: Path, tmp_path: Path
             "--faces", str(tmp_path), "--splits", str(tmp_path)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, InputError), result.output
-    assert str(result.exception) == (f"{deep_emotion / ckpt.MODEL_FILE}: holds a deep_emotion "
+    assert str(result.exception) == (f"{deep_emotion / MODEL_FILE}: holds a deep_emotion "
                                      "model, not fan: give --model deep_emotion, or the folder "
                                      "of a fan model")  # fmt: skip
     assert not (deep_emotion / ONNX_FILE).exists()

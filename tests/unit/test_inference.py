@@ -12,12 +12,11 @@ import pytest
 import skimage.data
 import torch
 
+from emoflow.artifact import MODEL_FILE, load_model_file, read_spec
 from emoflow.config import load_params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.inference import ClipResult, NoFaceError, Predictor
-from emoflow.inference.model_dir import read_spec
-from emoflow.training import checkpoint as ckpt
 from emoflow.training.tasks import make_task
 from emoflow.training.trainer import train_model
 
@@ -41,7 +40,7 @@ def test_face_clips_get_evaluations_probabilities(
     refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces", p.classes)
     params = load_params(tiny_params)
     task = make_task(arch, params.train, 0)
-    model, _ = ckpt.load_model_file(tiny_models[arch] / ckpt.MODEL_FILE)
+    model, _ = load_model_file(tiny_models[arch] / MODEL_FILE)
     expected = task.predict(model, refs, torch.device("cpu"), 0)
     results = p.predict_face_files([r.path for r in refs])
     got = np.array([[r.probabilities[c] for c in p.classes] for r in results])
@@ -62,11 +61,11 @@ def test_fan_weights_are_its_normalised_attention(tiny_models: dict[str, Path],
     with FaceClip(path) as fc:
         chips = fc.frames()
     r = p.predict_faces(chips)
-    model, meta = ckpt.load_model_file(tiny_models["fan"] / ckpt.MODEL_FILE)
+    model, meta = load_model_file(tiny_models["fan"] / MODEL_FILE)
     from emoflow.datasets.clips import normalise, to_uint8
 
     with torch.no_grad():
-        x = normalise(to_uint8(chips, meta["image_size"])[None], grayscale=False)
+        x = normalise(to_uint8(chips, meta.image_size)[None], grayscale=False)
         out = model(x, return_weights=True)
     assert np.allclose([f.weight for f in r.frames], out.frame_weights[0].numpy(), atol=1e-6)
     assert len(set(np.round([f.weight for f in r.frames], 6))) > 1  # not uniform
@@ -94,7 +93,7 @@ def _frames(path: Path, gray: bool) -> list[np.ndarray]:
 
 def test_preprocessing_is_recorded_and_read_back(tiny_models: dict[str, Path],
                                                  tiny_params: Path) -> None:  # fmt: skip
-    meta = torch.load(tiny_models["fan"] / ckpt.MODEL_FILE, weights_only=False)
+    meta = torch.load(tiny_models["fan"] / MODEL_FILE, weights_only=False)
     faces = load_params(tiny_params).faces
     assert meta["preprocessing"] == faces.model_dump(exclude={"workers"})
     p = Predictor.from_dir(tiny_models["fan"], backend="torch")
@@ -104,10 +103,10 @@ def test_preprocessing_is_recorded_and_read_back(tiny_models: dict[str, Path],
 def test_an_older_model_file_falls_back_to_the_params_with_a_warning(
     tiny_models: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    meta = torch.load(tiny_models["fan"] / ckpt.MODEL_FILE, weights_only=False)
+    meta = torch.load(tiny_models["fan"] / MODEL_FILE, weights_only=False)
     del meta["preprocessing"]
     (tmp_path / "old").mkdir()
-    torch.save(meta, tmp_path / "old" / ckpt.MODEL_FILE)
+    torch.save(meta, tmp_path / "old" / MODEL_FILE)
     params = tmp_path / "params.yaml"
     params.write_text("faces:\n  size: 112\n  frames: 5\n")
     with caplog.at_level(logging.WARNING):

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from emoflow.artifact import MODEL_FILE, load_model_file, load_state, read_spec
 from emoflow.errors import InputError
-from emoflow.inference.model_dir import read_spec
-from emoflow.training import checkpoint as ckpt
 
 
 class _Payload:
@@ -32,7 +31,7 @@ def crafted(tmp_path: Path) -> tuple[Path, Path]:
     folder.mkdir()
     torch.save({"arch": "fan", "classes": ["a", "b"], "model_config": {}, "image_size": 64,
                 "state_dict": {}, "preprocessing": _Payload(marker)},
-               folder / ckpt.MODEL_FILE)  # fmt: skip
+               folder / MODEL_FILE)  # fmt: skip
     return folder, marker
 
 
@@ -41,7 +40,7 @@ def test_loading_a_crafted_model_file_runs_nothing(crafted: tuple[Path, Path]) -
     with pytest.raises(InputError, match="refused: holds more than tensors"):
         read_spec(folder)
     with pytest.raises(InputError, match="refused"):
-        ckpt.load_model_file(folder / ckpt.MODEL_FILE)
+        load_model_file(folder / MODEL_FILE)
     assert not marker.exists()
 
 
@@ -59,4 +58,4 @@ def test_predict_on_a_crafted_model_is_one_line_and_runs_nothing(
 def test_a_file_that_is_not_a_dict_is_not_a_checkpoint(tmp_path: Path) -> None:
     torch.save(torch.zeros(3), tmp_path / "t.pt")
     with pytest.raises(InputError, match="not an emoflow checkpoint"):
-        ckpt.load(tmp_path / "t.pt")
+        load_state(tmp_path / "t.pt")

@@ -11,12 +11,14 @@ import pytest
 import torch
 import yaml
 
+from emoflow.artifact import MODEL_FILE, save_state
 from emoflow.config import Params
 from emoflow.errors import InputError
 from emoflow.models import build_model
 from emoflow.release import promote as pr
 from emoflow.release import registry as reg
-from emoflow.training import checkpoint as ckpt
+from emoflow.tracking import registry as fetching
+from emoflow.tracking.store import RegistryError
 
 
 @pytest.mark.parametrize(("uri", "parsed"), [
@@ -25,30 +27,30 @@ from emoflow.training import checkpoint as ckpt
     (" models:/emoflow-fan@chall_2/ ", ("emoflow-fan", "chall_2", None)),
 ])  # fmt: skip
 def test_model_uris_parse(uri: str, parsed: tuple) -> None:
-    assert reg.parse_model_uri(uri) == parsed
+    assert fetching.parse_model_uri(uri) == parsed
 
 
 @pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/emoflow-fan", "models:/a/b",
                                  "models:/emoflow-fan@", "models:/m-123/3/extra"])  # fmt: skip
 def test_other_uris_are_refused(uri: str) -> None:
-    with pytest.raises(reg.RegistryError, match="not a model URI"):
-        reg.parse_model_uri(uri)
+    with pytest.raises(RegistryError, match="not a model URI"):
+        fetching.parse_model_uri(uri)
 
 
 def test_registered_names() -> None:
     assert reg.registered_name("fan") == "emoflow-fan"
     assert reg.registered_name("deep_emotion") == "emoflow-deep-emotion"
-    with pytest.raises(reg.RegistryError, match="unknown model 'resnet'"):
+    with pytest.raises(RegistryError, match="unknown model 'resnet'"):
         reg.registered_name("resnet")
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                                            ) -> None:  # fmt: skip
-    monkeypatch.delenv(reg.CACHE_ENV, raising=False)
+    monkeypatch.delenv(fetching.CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert reg.default_cache_dir() == tmp_path / "xdg" / "emoflow" / "models"
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "mine"))
-    assert reg.default_cache_dir() == tmp_path / "mine"
+    assert fetching.default_cache_dir() == tmp_path / "xdg" / "emoflow" / "models"
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "mine"))
+    assert fetching.default_cache_dir() == tmp_path / "mine"
 
 
 def test_metrics_file_gives_numbers_only(tmp_path: Path) -> None:
@@ -89,12 +91,12 @@ def test_register_then_download_an_untrained_model(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "cache"))
     folder = tmp_path / "models" / "deep_emotion"
     folder.mkdir(parents=True)
     torch.manual_seed(0)
     model = build_model("deep_emotion", 3)
-    ckpt.save(folder / ckpt.MODEL_FILE, {
+    save_state(folder / MODEL_FILE, {
         "arch": "deep_emotion", "classes": ["a", "b", "c"], "model_config": {},
         "state_dict": model.state_dict(), "epoch": 1, "val": {}, "image_size": 48,
         "grayscale": True, "frames_per_clip": None, "mlflow_run_id": "0" * 32})  # fmt: skip
@@ -104,11 +106,11 @@ def test_register_then_download_an_untrained_model(
     assert done.tags["git.commit"] == "unknown"  # no git repo here
     assert done.tags["training.run_id"] == "0" * 32  # recorded, though this store lacks it
     assert (tmp_path / "mlartifacts" / "models" / done.model_id).is_dir()
-    got = reg.download_version("models:/emoflow-deep-emotion@challenger")
+    got = fetching.download_version("models:/emoflow-deep-emotion@challenger")
     assert got.parent.parent == tmp_path / "cache" / "emoflow-deep-emotion"
-    assert sorted(p.name for p in got.iterdir()) == [ckpt.MODEL_FILE]
-    assert (got / ckpt.MODEL_FILE).read_bytes() == (folder / ckpt.MODEL_FILE).read_bytes()
+    assert sorted(p.name for p in got.iterdir()) == [MODEL_FILE]
+    assert (got / MODEL_FILE).read_bytes() == (folder / MODEL_FILE).read_bytes()
     mlmodel = yaml.safe_load((got.parent / "MLmodel").read_text())  # pyfunc's own file beside
     assert mlmodel["metadata"]["classes"] == ["a", "b", "c"]
-    assert mlmodel["metadata"]["files"] == [ckpt.MODEL_FILE]
+    assert mlmodel["metadata"]["files"] == [MODEL_FILE]
     assert "python_function" in mlmodel["flavors"]

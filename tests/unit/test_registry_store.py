@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from emoflow.artifact import MODEL_FILE, save_state
 from emoflow.inference import Predictor
 from emoflow.models import build_model
 from emoflow.release import promote as pr
-from emoflow.release import registry as reg
-from emoflow.release import store
-from emoflow.training import checkpoint as ckpt
+from emoflow.tracking import registry as fetching
+from emoflow.tracking import store
+from emoflow.tracking.store import RegistryError
 
 URI = "models:/emoflow-deep-emotion@champion"
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -54,10 +55,10 @@ def test_an_absent_sqlite_registry_is_reported_and_not_created(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     db = tmp_path / "sub" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    monkeypatch.setenv(reg.CACHE_ENV, str(tmp_path / "cache"))
-    for call in (lambda: Predictor.from_uri(URI), lambda: reg.download_version(URI),
+    monkeypatch.setenv(fetching.CACHE_ENV, str(tmp_path / "cache"))
+    for call in (lambda: Predictor.from_uri(URI), lambda: fetching.download_version(URI),
                  lambda: pr.promote("deep_emotion", report_path=tmp_path / "p.json")):
-        with pytest.raises(reg.RegistryError, match=r"registry sqlite:///\S+ does not exist"):
+        with pytest.raises(RegistryError, match=r"registry sqlite:///\S+ does not exist"):
             call()
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no sub/, no cache, no report
     # register is how a store comes to be: it may create it.
@@ -68,19 +69,19 @@ def test_a_server_that_is_down_is_reported_at_once(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     server = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    with pytest.raises(reg.RegistryError, match=rf"tracking server {server} is not reachable"):
-        reg.get_version(URI)
+    with pytest.raises(RegistryError, match=rf"tracking server {server} is not reachable"):
+        fetching.get_version(URI)
     # The registry URI is checked too, when it names another store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent.db'}")
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", server)
-    with pytest.raises(reg.RegistryError, match=rf"tracking server {server}"):
+    with pytest.raises(RegistryError, match=rf"tracking server {server}"):
         store.check_store(must_exist=False)
 
 
 def test_mlflow_store_failures_are_one_line() -> None:
     from mlflow.exceptions import MlflowException
 
-    with pytest.raises(reg.RegistryError) as caught, store.store_errors():
+    with pytest.raises(RegistryError) as caught, store.store_errors():
         raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly database\n"
                               "[SQL: INSERT INTO logged_models ...]")  # fmt: skip
     assert str(caught.value).endswith(": (sqlite3.OperationalError) attempt to write a readonly "
@@ -105,7 +106,7 @@ def test_register_and_promote_on_a_read_only_registry_are_one_line(
     shutil.copy(empty_db, db)
     folder = tmp_path / "models" / "deep_emotion"
     folder.mkdir(parents=True)
-    ckpt.save(folder / ckpt.MODEL_FILE, {
+    save_state(folder / MODEL_FILE, {
         "arch": "deep_emotion", "classes": ["a", "b", "c"], "model_config": {},
         "state_dict": build_model("deep_emotion", 3).state_dict(), "epoch": 1, "val": {},
         "image_size": 48, "grayscale": True, "frames_per_clip": None})  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from emoflow.artifact import load_model_file
 from emoflow.config import load_params
 from emoflow.training import checkpoint as ckpt
 from emoflow.training.evaluate import evaluate_model
@@ -86,8 +87,8 @@ def test_deep_emotion_learns_and_keeps_the_best_val_epoch(tiny_faces: Path, tiny
     best = max(h["val_war"] for h in r.history)
     assert r.best_score == best
     assert r.history[r.best_epoch - 1]["val_war"] == best
-    _, meta = ckpt.load_model_file(out / "model.pt")
-    assert meta["epoch"] == r.best_epoch and meta["arch"] == "deep_emotion"
+    _, meta = load_model_file(out / "model.pt")
+    assert meta.epoch == r.best_epoch and meta.arch == "deep_emotion"
     assert (out / "history.json").exists() and (out / "checkpoints" / "last.pt").exists()
     m = evaluate_model("deep_emotion", params, tiny_faces / "faces", tiny_faces / "splits", out,
                        tmp_path / "metrics.json", tmp_path / "plots")  # fmt: skip
@@ -99,9 +100,9 @@ def test_fan_trains_on_clips(tiny_faces: Path, tiny_params: Path, tmp_path: Path
     params = load_params(tiny_params)
     r = train_model("fan", params, tiny_faces / "faces", tiny_faces / "splits", tmp_path / "m")
     assert len(r.history) == 3 and all(h["train_loss"] > 0 for h in r.history)
-    model, meta = ckpt.load_model_file(tmp_path / "m" / "model.pt")
+    model, meta = load_model_file(tmp_path / "m" / "model.pt")
     x = torch.zeros(1, 4, 3, 32, 32)
-    assert model(x).shape == (1, len(meta["classes"]))
+    assert model(x).shape == (1, len(meta.classes))
 
 
 def test_corrupted_samples_are_skipped_up_to_the_budget(tiny_faces: Path, tiny_params: Path,

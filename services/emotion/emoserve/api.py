@@ -16,9 +16,9 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from emoflow.artifact import ModelSpec
 from emoflow.errors import InputError
 from emoflow.inference import NoFaceError
-from emoflow.inference.model_dir import ModelSpec
 from emoflow.inference.predictor import FoundFaces, find_faces
 from emoflow.media.video import DecodeLimits, LimitError
 from emoserve.errors import ErrorBody, Rejected

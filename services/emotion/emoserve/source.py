@@ -24,16 +24,13 @@ import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import ValidationError
 
+from emoflow.artifact import SERVABLE_FILES, read_spec
 from emoflow.errors import EmoflowError
 from emoflow.inference import Predictor
-from emoflow.inference.model_dir import read_spec
 from emoserve.settings import ServiceSettings
 
 log = logging.getLogger("emoflow.service")
 
-# What a model folder holds (the release contract); training's checkpoints/ stay behind.
-MODEL_FILES = ("model.pt", "model.onnx", "model.onnx.data", "export.json", "model.engine",
-               "engine.json")  # fmt: skip
 STORE_PREFIX = "emoflow-"
 T = TypeVar("T")
 
@@ -88,12 +85,11 @@ def current_release(settings: ServiceSettings) -> Release:
 
 
 def _from_registry(uri: str) -> Release:
-    from emoflow.release.registry import download_version, get_version, parse_model_uri
+    from emoflow.tracking.registry import fetch
 
-    _, alias, _ = parse_model_uri(uri)
-    mv = get_version(uri)  # the alias resolved once: the files downloaded are this version's
-    folder = download_version(f"models:/{mv.name}/{mv.version}")
-    return _stored(mv.name, str(mv.version), alias, folder, {"source": uri}, f"v{mv.version}")
+    got = fetch(uri)  # the alias resolved once: the files downloaded are this version's
+    return _stored(got.name, got.version, got.alias, got.folder, {"source": uri},
+                   f"v{got.version}")  # fmt: skip
 
 
 def _from_folder(folder: Path) -> Release:
@@ -102,7 +98,7 @@ def _from_folder(folder: Path) -> Release:
     folder = Path(folder)
     spec = read_spec(folder)  # InputError naming the folder when it holds no model
     digest = hashlib.sha256()
-    for name in MODEL_FILES:
+    for name in SERVABLE_FILES:
         if (folder / name).is_file():
             digest.update(name.encode())
             digest.update((folder / name).read_bytes())
@@ -140,7 +136,7 @@ def _stored(name: str, version: str, alias: str | None, folder: Path, meta: dict
         try:
             meta = {**meta, "version": version}
             with bentoml.models.create(tag, labels={"source": "emoflow"}, metadata=meta) as staged:
-                for f in MODEL_FILES:
+                for f in SERVABLE_FILES:
                     if (folder / f).is_file():
                         shutil.copy2(folder / f, Path(staged.path) / f)
             log.info("imported %s into BentoML's model store as %s", folder, tag)

@@ -21,6 +21,7 @@ from emoflow.config import SplitParams
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_dir, atomic_path
 from emoflow.guards import check_outputs, params_inputs
+from emoflow.layout import fold_dir
 from emoflow.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def make_splits(faces_csv: Path, out_dir: Path, params: SplitParams, plan: Plan 
             summary["folds"] = []
             for i, fold in enumerate(folds):
                 for s, v in fold.items():
-                    _write_manifest(tmp / "folds" / f"fold_{i}" / f"{s}.csv", v)
+                    _write_manifest(fold_dir(tmp, i) / f"{s}.csv", v)
                 summary["folds"].append(_describe(fold))
         with atomic_path(tmp / "summary.json") as t:
             t.write_text(json.dumps(summary, indent=1))

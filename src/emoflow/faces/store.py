@@ -2,7 +2,9 @@
 
 A zip gives random access to any single frame (its central directory is an index), keeps a
 clip to one file (DVC and file systems suffer from hundreds of thousands of small files), and
-opens with any unzip tool. JPEGs are not recompressed by zip (``ZIP_STORED``).
+opens with any unzip tool. JPEGs are not recompressed by zip (``ZIP_STORED``). The JPEG round
+trip lives here alone: inference passes its chips through ``as_stored`` so that the model sees
+them as training read them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emoflow.errors import InputError
+from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_path
 
 SUFFIX = ".faces.zip"
@@ -31,12 +33,30 @@ def write_face_clip(path: Path, faces: list[np.ndarray], meta: dict[str, Any],
     """Write RGB (or grayscale) face images and their metadata atomically."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
         for i, face in enumerate(faces):
-            img = face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not ok:
-                raise ValueError(f"cannot encode face {i} of {path}")
-            z.writestr(_entry(frame_name(i)), buf.tobytes())
+            z.writestr(_entry(frame_name(i)), encode_jpeg(face, quality, f"face {i} of {path}"))
         z.writestr(_entry(META), json.dumps({**meta, "count": len(faces)}, indent=1))
+
+
+def encode_jpeg(face: np.ndarray, quality: int, what: str = "a face chip") -> bytes:
+    """An RGB (or grayscale) image as the JPEG bytes a face file stores."""
+    img = face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise EmoflowError(f"cannot encode {what} as JPEG")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes, grayscale: bool = False) -> np.ndarray:
+    """A stored face as the datasets read it: RGB uint8, or OpenCV's luma for grayscale."""
+    buf = np.frombuffer(data, np.uint8)
+    if grayscale:
+        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def as_stored(chip: np.ndarray, quality: int, grayscale: bool) -> np.ndarray:
+    """A chip as written to a face file and read back by the datasets (JPEG, then RGB or gray)."""
+    return decode_jpeg(encode_jpeg(chip, quality), grayscale)
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -59,11 +79,7 @@ class FaceClip:
         return int(self.meta["count"])
 
     def frame(self, i: int, grayscale: bool = False) -> np.ndarray:
-        data = np.frombuffer(self._zip.read(frame_name(i)), np.uint8)
-        if grayscale:
-            return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return decode_jpeg(self._zip.read(frame_name(i)), grayscale)
 
     def frames(self, grayscale: bool = False) -> list[np.ndarray]:
         return [self.frame(i, grayscale) for i in range(len(self))]

@@ -21,10 +21,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from emoflow.artifact import EXPORT_JSON, ONNX_FILE, ModelSpec, read_json
 from emoflow.errors import EmoflowError
+from emoflow.fsio import file_sha256
 from emoflow.inference.availability import check_backend
 from emoflow.inference.graph import input_names, load_clip_model
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_json
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from emoflow.artifact import ModelSpec, load_model
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
-from emoflow.inference.model_dir import ModelSpec
-from emoflow.models import build_model, registry
+from emoflow.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ OUTPUTS = ("probabilities", "weights")
 
 def frame_features(spec: ModelSpec) -> str:
     """``appearance``, ``blendshapes`` or ``fused``: what the model's frame feature is."""
-    return str(spec.meta["model_config"].get("features", "appearance"))
+    return str(spec.meta.config.get("features", "appearance"))
 
 
 def tta_flip(spec: ModelSpec) -> bool:
-    return bool(spec.meta.get("tta_flip", False))
+    return spec.meta.tta_flip
 
 
 def input_names(spec: ModelSpec) -> tuple[str, ...]:
@@ -103,11 +103,10 @@ class ClipModel(nn.Module):
 
 def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
     """The trained weights in the clip graph, in eval mode, on the CPU."""
-    model = build_model(spec.arch, len(spec.classes), **spec.meta["model_config"])  # type: ignore[arg-type]
-    model.load_state_dict(spec.meta["state_dict"])
+    model = load_model(spec.meta, spec.state_dict)
     if frame_features(spec) != "appearance":
         _check_extractor(spec)
-    return ClipModel(model.eval(), spec.arch, spec.grayscale, half, tta_flip(spec)).eval()
+    return ClipModel(model, spec.arch, spec.grayscale, half, tta_flip(spec)).eval()
 
 
 def _check_extractor(spec: ModelSpec) -> None:
@@ -115,7 +114,7 @@ def _check_extractor(spec: ModelSpec) -> None:
     scores would be another function than the one the heads learnt."""
     from emoflow.faces.blendshapes import fingerprint
 
-    recorded = ((spec.meta.get("backbone") or {}).get("expression") or {}).get("fingerprint")
+    recorded = ((spec.meta.backbone or {}).get("expression") or {}).get("fingerprint")
     if recorded != fingerprint():
         log.warning("%s: trained on blendshapes of %s, this installation computes %s: "
                     "predictions may differ from evaluation's", spec.model_file, recorded,

@@ -15,17 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from emoflow.artifact import ModelSpec, read_spec
 from emoflow.errors import EmoflowError, InputError
 from emoflow.faces.align import landmark_box
 from emoflow.faces.pipeline import ClipFaces, process_frames
-from emoflow.faces.store import FaceClip
+from emoflow.faces.store import FaceClip, as_stored
 from emoflow.inference.availability import check_backend
 from emoflow.inference.backends import Backend, open_backend
 from emoflow.inference.graph import clip_inputs
-from emoflow.inference.model_dir import ModelSpec, read_spec
 from emoflow.inference.schema import ClipResult, FrameResult, ModelRef, Timings
 from emoflow.media.video import DecodeLimits, VideoFrames, probe
 
@@ -71,13 +70,12 @@ class Predictor:
     def from_uri(cls, uri: str, backend: str = "auto") -> Predictor:
         """A registered version (``models:/emoflow-fan@champion``, ``models:/emoflow-fan/3``),
         downloaded through MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``)."""
-        from emoflow.release.registry import download_version, get_version, parse_model_uri
+        from emoflow.tracking.registry import fetch
 
         check_backend(backend)
-        _, alias, _ = parse_model_uri(uri)
-        mv = get_version(uri)  # the alias resolved once: the files are this version's
-        folder = download_version(f"models:/{mv.name}/{mv.version}")
-        return cls.from_dir(folder, backend, name=mv.name, version=str(mv.version), alias=alias)
+        got = fetch(uri)
+        return cls.from_dir(got.folder, backend, name=got.name, version=got.version,
+                            alias=got.alias)  # fmt: skip
 
     @property
     def classes(self) -> list[str]:
@@ -234,17 +232,6 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
     timings = Timings(decode=1e3 * timed.seconds, faces=1e3 * (t1 - t0 - timed.seconds))
     return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings,
                       faces_seen=max(faces.faces_seen, 1), warnings=warnings)  # fmt: skip
-
-
-def as_stored(chip: np.ndarray, quality: int, grayscale: bool) -> np.ndarray:
-    """A chip as written to a face file and read back by the datasets (JPEG, then RGB or gray)."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(chip, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
-    if not ok:
-        raise EmoflowError("cannot encode a face chip as JPEG")
-    if grayscale:
-        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _box(faces: ClipFaces, i: int) -> tuple[float, float, float, float]:

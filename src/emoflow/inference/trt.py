@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoflow.artifact import ENGINE_FILE, ENGINE_JSON, ModelSpec, read_json
 from emoflow.errors import EmoflowError
+from emoflow.fsio import file_sha256
 from emoflow.inference.availability import INSTALL_HINT
 from emoflow.inference.graph import INPUTS, OUTPUTS
-from emoflow.inference.model_dir import ENGINE_FILE, ENGINE_JSON, ModelSpec, file_sha256, read_json
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ import yaml
 
 from emoflow.config import PipelineKubeflowParams
 from emoflow.errors import EmoflowError, InputError
+from emoflow.layout import Layout
 from emoflow.models import registry
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
@@ -432,9 +433,10 @@ def check_workspace(repo: Path, cfg: PipelineKubeflowParams) -> None:
 
 def model_hash(repo: Path, model: str) -> str | None:
     """SHA-256 of ``models/<model>/model.pt``, None when there is none."""
-    from emoflow.inference.model_dir import file_sha256
+    from emoflow.artifact import MODEL_FILE
+    from emoflow.fsio import file_sha256
 
-    path = repo / "models" / model / "model.pt"
+    path = Layout(repo).model_dir(model) / MODEL_FILE
     return file_sha256(path) if path.exists() else None
 
 

@@ -126,8 +126,10 @@ def resolve(params_file: Path, models: Sequence[str] | None = None, convert: boo
 
 @contextlib.contextmanager
 def inside(repo: Path) -> Iterator[None]:
-    """Work with ``repo`` as cwd: the stages' paths and MLflow's default store are relative to
-    the repository root."""
+    """Work with ``repo`` as cwd. The flow's own paths come from ``Layout(repo)``; what still
+    reads the cwd is MLflow's default store (``sqlite:///<cwd>/mlflow.db``) and the relative
+    paths that runs record as given (``register``'s lineage keys, named as ``dvc.lock`` names
+    them; ``promote``'s test manifest in its report)."""
     before = Path.cwd()
     os.chdir(repo)
     try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emoflow.artifact import MODEL_FILE
 from emoflow.errors import EmoflowError
-from emoflow.training.checkpoint import MODEL_FILE
+from emoflow.fsio import file_sha256
 
 if TYPE_CHECKING:
     from emoflow.config import Params
@@ -30,7 +31,6 @@ def convert_unavailable() -> str | None:
 
 def registered_version(model_dir: Path, arch: str) -> tuple[str, str, str | None] | None:
     """(name, version, run id) of the newest version holding ``model_dir``'s model.pt, if any."""
-    from emoflow.inference.model_dir import file_sha256
     from emoflow.release.registry import client, registered_name
 
     name = registered_name(arch)
@@ -48,7 +48,7 @@ def set_challenger(name: str, version: str) -> None:
     """(Re)point ``@challenger`` at ``version``: a register retried after the version was
     created but before its alias was set finds the version by its model.pt and ends here."""
     from emoflow.release.registry import CHALLENGER, client
-    from emoflow.release.store import store_errors
+    from emoflow.tracking.store import store_errors
 
     with store_errors():
         client(writable=True).set_registered_model_alias(name, CHALLENGER, version)
@@ -57,7 +57,7 @@ def set_challenger(name: str, version: str) -> None:
 def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
     """Tags on a registered version (the retrain run's commit and branch)."""
     from emoflow.release.registry import client
-    from emoflow.release.store import store_errors
+    from emoflow.tracking.store import store_errors
 
     with store_errors():
         c = client(writable=True)

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from emoflow.fsio import atomic_write_text
+from emoflow.layout import LAYOUT, Layout
 
-GATE_SUMMARY = Path("reports/validation/summary.json")
-GATE_DOCS = Path("reports/validation/index.html")
-RUN_REPORT = Path("reports/retrain.json")
+# Relative to the repository root (``repo / GATE_SUMMARY``).
+GATE_SUMMARY = LAYOUT.validation_report / "summary.json"
+GATE_DOCS = LAYOUT.validation_report / "index.html"
+RUN_REPORT = LAYOUT.retrain_report
 METRIC_COLUMNS = ("war", "uar", "macro_f1", "test_clips", "best_epoch")
 
 
@@ -68,7 +70,7 @@ def metrics_rows(repo: Path, models: Sequence[str]) -> list[dict[str, Any]]:
     """One row per model from ``metrics/<model>.json`` (what ``emoflow evaluate`` wrote)."""
     rows = []
     for m in models:
-        doc = read_json(repo / "metrics" / f"{m}.json") or {}
+        doc = read_json(Layout(repo).metrics(m)) or {}
         rows.append({"model": m, **{k: doc.get(k) for k in METRIC_COLUMNS}})
     return rows
 

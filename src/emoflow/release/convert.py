@@ -29,18 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from emoflow.artifact import ENGINE_FILE, ENGINE_JSON, ONNX_FILE, ModelSpec
 from emoflow.datasets.clips import ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
-from emoflow.fsio import atomic_path, atomic_write_text
+from emoflow.fsio import atomic_path, atomic_write_text, file_sha256
 from emoflow.inference.backends import onnx_problem, onnx_session
 from emoflow.inference.graph import INPUTS, frame_features, load_clip_model
-from emoflow.inference.model_dir import (
-    ENGINE_FILE,
-    ENGINE_JSON,
-    ONNX_FILE,
-    ModelSpec,
-    file_sha256,
-)
 from emoflow.inference.trt import EngineRunner, import_tensorrt, machine
 from emoflow.release.export import ParityError, export_onnx, read_model, run_clips
 

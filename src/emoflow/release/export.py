@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoflow.artifact import EXPORT_JSON, ONNX_FILE, ModelSpec, read_spec
 from emoflow.datasets.clips import ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.faces.store import FaceClip
-from emoflow.fsio import atomic_path, atomic_write_text
+from emoflow.fsio import atomic_path, atomic_write_text, file_sha256
 from emoflow.inference.backends import onnx_session
 from emoflow.inference.graph import (
     EXPRESSION_INPUT,
@@ -46,7 +47,6 @@ from emoflow.inference.graph import (
     load_clip_model,
     tta_flip,
 )
-from emoflow.inference.model_dir import EXPORT_JSON, ONNX_FILE, ModelSpec, file_sha256, read_spec
 from emoflow.models import registry
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def reference_probabilities(spec: ModelSpec, refs: list[ClipRef]) -> np.ndarray:
     given = {"image_size": spec.image_size, "grayscale": spec.grayscale, "tta_flip": tta_flip(spec)}
     if features != "appearance":
         given |= {"features": features, "backbone_lr_scale": 0,
-                  "backbone": spec.meta["model_config"].get("backbone", "resnet18")}
+                  "backbone": spec.meta.config.get("backbone", "resnet18")}
     task = arch.make_task(arch.params.model_validate(
         {k: v for k, v in given.items() if k in arch.params.model_fields}), 0)
     model = load_clip_model(spec).model
@@ -258,7 +258,7 @@ def export_info(spec: ModelSpec, opset: int, figures: dict[str, Any], onnx_path:
                            "flips, tta_flip)"}}
                if MIRROR_INPUT in input_names(spec) else {}),
         },
-        "tta_flip": bool(spec.meta.get("tta_flip", False)),
+        "tta_flip": spec.meta.tta_flip,
         "frame_features": frame_features(spec),
         "outputs": {
             "probabilities": {"dtype": "float32", "shape": ["clips", len(spec.classes)]},

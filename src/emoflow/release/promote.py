@@ -22,32 +22,32 @@ from typing import Any
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_write_text
-from emoflow.release.registry import (
+from emoflow.layout import LAYOUT, Layout
+from emoflow.release.registry import registered_name
+from emoflow.tracking.registry import (
     CHALLENGER,
     CHAMPION,
-    RegistryError,
     client,
-    download_version,
+    fetch,
     get_version,
     global_uris,
-    registered_name,
-    registry_uri,
 )
-from emoflow.release.store import store_errors
+from emoflow.tracking.store import RegistryError, registry_uri, store_errors
 from emoflow.training.checkpoint import files_fingerprint
 from emoflow.training.metrics import SUMMARY_METRICS, classification_report
 
 log = logging.getLogger(__name__)
 
 EXIT_NOT_PROMOTED = 3
-REPORTS = Path("reports")
+DEFAULT_MANIFEST = LAYOUT.manifest("test")
+DEFAULT_FACES = LAYOUT.faces
 
 
 def report_path_for(arch: str, repo: Path = Path(".")) -> Path:
     """Where a promotion decision is recorded: one file per model, the CLI and the flow alike."""
-    return repo / REPORTS / f"promotion-{arch}.json"
-DEFAULT_MANIFEST = Path("data/processed/splits/test.csv")
-DEFAULT_FACES = Path("data/processed/faces")
+    return Layout(repo).promotion_report(arch)
+
+
 METRIC_LABELS = {"war": "WAR", "uar": "UAR", "macro_f1": "macro-F1"}
 # Floating-point slack for "wins by at least the margin": 0.615 - 0.61 is 0.00499999...
 EPS = 1e-9
@@ -167,7 +167,7 @@ def score_version(name: str, version: str, manifest: Path, faces_dir: Path,
 
     from emoflow.inference import Predictor
 
-    folder = download_version(f"models:/{name}/{version}")
+    folder = fetch(f"models:/{name}/{version}").folder
     predictor = Predictor.from_dir(folder, backend, name=name, version=version)
     refs = read_manifest(manifest, faces_dir, predictor.classes)
     if not refs:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emoflow.artifact import MODEL_FILE
 from emoflow.tracking.store import disable_telemetry
-from emoflow.training.checkpoint import MODEL_FILE
 
 disable_telemetry()
 

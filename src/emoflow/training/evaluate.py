@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
+from emoflow.artifact import CURVES, HISTORY, MODEL_FILE, load_model_file
 from emoflow.config import Params
 from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
 from emoflow.fsio import atomic_write_text
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.tables import write_table
-from emoflow.training import checkpoint as ckpt
 from emoflow.training.metrics import flat_metrics, summarise_folds
 from emoflow.training.plots import plot_confusion, plot_curves
 from emoflow.training.tasks import make_task
-from emoflow.training.trainer import HISTORY, evaluate_refs
+from emoflow.training.trainer import evaluate_refs
 
 log = logging.getLogger(__name__)
 
@@ -36,44 +36,46 @@ def evaluate_model(
     predictions.csv}; log the test metrics to the training's MLflow run."""
     check_outputs({"model": model_dir, "faces": faces_dir, "splits": splits_dir,
                    **params_inputs(params)}, {"metrics": metrics_path, "plots": plots_dir})
-    model, meta = ckpt.load_model_file(model_dir / ckpt.MODEL_FILE)
-    if meta["arch"] != model_name:
-        raise InputError(model_dir / ckpt.MODEL_FILE, f"holds a {meta['arch']} model, not "
-                         f"{model_name}")  # fmt: skip
+    model, meta = load_model_file(model_dir / MODEL_FILE)
+    if meta.arch != model_name:
+        raise InputError(model_dir / MODEL_FILE, f"holds a {meta.arch} model, not {model_name}")
     task = make_task(model_name, params.train, 0)
-    if task.cfg.image_size != meta["image_size"]:
-        raise InputError(model_dir / ckpt.MODEL_FILE, f"trained at image size {meta['image_size']}"
-                         f", params say {task.cfg.image_size}: retrain")  # fmt: skip
-    classes = meta["classes"]
+    if task.cfg.image_size != meta.image_size:
+        raise InputError(model_dir / MODEL_FILE, f"trained at image size {meta.image_size}, "
+                         f"params say {task.cfg.image_size}: retrain")  # fmt: skip
+    if meta.epoch is None or meta.val is None:
+        raise InputError(model_dir / MODEL_FILE, "records no kept epoch and validation scores: "
+                         "not written by `emoflow train`")  # fmt: skip
+    classes, val = meta.classes, meta.val
     refs = read_manifest(splits_dir / "test.csv", faces_dir, classes)
     if not refs:  # nothing to measure: keep the metrics and plots of the last evaluation
         raise InputError(splits_dir / "test.csv", "no test clips: nothing to evaluate")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
     if model_name == "fan":
-        features = meta["model_config"].get("features", "appearance")
+        features = meta.config.get("features", "appearance")
         if features != task.cfg.features:
-            raise InputError(model_dir / ckpt.MODEL_FILE, f"trained on {features} features, "
+            raise InputError(model_dir / MODEL_FILE, f"trained on {features} features, "
                              f"params say {task.cfg.features}: retrain")  # fmt: skip
         if features != "appearance":  # expression scores exist only as cached features
             model = task.prepare(model, device)
     report = evaluate_refs(task, model, refs, classes, device, params.train.workers)
     predictions = report.pop("predictions")
     metrics = {"war": report["war"], "uar": report["uar"], "macro_f1": report["macro_f1"],
-               "test_clips": len(refs), "best_epoch": meta["epoch"],
-               "val_war": meta["val"]["war"], "val_uar": meta["val"]["uar"],
+               "test_clips": len(refs), "best_epoch": meta.epoch,
+               "val_war": val["war"], "val_uar": val["uar"],
                "recall": {c: r["recall"] for c, r in report["per_class"].items()}}  # fmt: skip
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     plots_dir.mkdir(parents=True, exist_ok=True)
-    full = {"model": model_name, "val": meta["val"], "test": report}
+    full = {"model": model_name, "val": val, "test": report}
     atomic_write_text(plots_dir / "report.json", json.dumps(full, indent=1))
     plot_confusion(report["confusion"], classes, plots_dir / "confusion.png",
                    title=f"{model_name}: test split")  # fmt: skip
     history = model_dir / HISTORY
     if history.exists():
-        plot_curves(json.loads(history.read_text()), plots_dir / "curves.png", title=model_name)
+        plot_curves(json.loads(history.read_text()), plots_dir / CURVES, title=model_name)
     _write_predictions(plots_dir / "predictions.csv", refs, predictions, classes)
-    _log_to_run(meta.get("mlflow_run_id"), report, [plots_dir / "confusion.png", metrics_path])
+    _log_to_run(meta.mlflow_run_id, report, [plots_dir / "confusion.png", metrics_path])
     log.info("evaluate %s on %d test clips: WAR %.3f, UAR %.3f, macro-F1 %.3f → %s",
              model_name, len(refs), report["war"], report["uar"], report["macro_f1"],
              metrics_path)  # fmt: skip

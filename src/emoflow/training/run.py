@@ -6,17 +6,17 @@ import logging
 import os
 from pathlib import Path
 
+from emoflow.artifact import CURVES, HISTORY, load_model, read_model_file, save_model_file
 from emoflow.config import Params
 from emoflow.guards import check_outputs, params_inputs
 from emoflow.models import registry
 from emoflow.tracking.lineage import lineage_tags
 from emoflow.tracking.params import training_params
 from emoflow.tracking.run import RunLogger
-from emoflow.training import checkpoint as ckpt
 from emoflow.training.distributed import shutdown, wait_for_all
 from emoflow.training.plots import plot_curves
 from emoflow.training.tasks import make_task
-from emoflow.training.trainer import HISTORY, train_model
+from emoflow.training.trainer import train_model
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ def run_training(model_name: str, params: Params, faces_dir: Path, splits_dir: P
                        tags=tags, enabled=main) as run:  # fmt: skip
             result = train_model(model_name, params, faces_dir, splits_dir, out_dir, run)
             if result.main:
-                plot_curves(result.history, out_dir / "curves.png", title=model_name)
-                run.log_artifact(out_dir / "curves.png")
+                plot_curves(result.history, out_dir / CURVES, title=model_name)
+                run.log_artifact(out_dir / CURVES)
                 run.log_artifact(out_dir / HISTORY)
-                model, meta = ckpt.load_model_file(result.model_file)
+                meta, weights = read_model_file(result.model_file)
                 task = make_task(model_name, params.train, 0)
-                run.log_model(model, task.input_example())
+                run.log_model(load_model(meta, weights), task.input_example())
                 if run.run_id:
-                    meta["mlflow_run_id"] = run.run_id
-                    ckpt.save(result.model_file, meta)
+                    save_model_file(result.model_file,
+                                    meta.model_copy(update={"mlflow_run_id": run.run_id}), weights)
                 log.info("train: kept epoch %d (%s %.3f) in %s", result.best_epoch,
                          params.train.select_on, result.best_score, result.model_file)  # fmt: skip
             # Every rank waits until rank 0 has written the model: a cluster job (an elastic

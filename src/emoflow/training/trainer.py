@@ -23,6 +23,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from emoflow.artifact import (
+    CHECKPOINTS,
+    HISTORY,
+    MODEL_FILE,
+    ModelMeta,
+    load_state,
+    save_model_file,
+    save_state,
+)
 from emoflow.config import FacesParams, Params, TrainParams, model_names
 from emoflow.datasets.clips import NO_MANIFEST, ClipRef, read_manifest
 from emoflow.errors import EmoflowError, InputError
@@ -47,8 +56,6 @@ from emoflow.training.tasks import (
 )
 
 log = logging.getLogger(__name__)
-
-HISTORY = "history.json"
 
 
 class TrainingError(EmoflowError):
@@ -150,7 +157,7 @@ def _init_weights(model: nn.Module, train: TrainParams, device: torch.device) ->
     if not train.init_from:
         raise InputError("params.yaml", f"train.init is {train.init!r} but train.init_from is "
                                         "not set", "key train.init_from")  # fmt: skip
-    state = ckpt.load(Path(train.init_from), device)
+    state = load_state(Path(train.init_from), device)
     weights = state.get("model") or state.get("state_dict") or state
     own = model.state_dict()
     # Transfer keeps every tensor whose name and shape match: a new class list gets a new head.
@@ -233,7 +240,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     optimizer = make_optimizer(model, task, d.device)
     use_amp = tp.amp and d.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = out_dir / CHECKPOINTS
     # More epochs, processes or loader workers do not change what the epochs so far computed:
     # such a change resumes the last checkpoint; other settings, data or code start afresh.
     fp = ckpt.fingerprint(
@@ -245,7 +252,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     last = ckpt_dir / ckpt.LAST
     state = resume_from
     if last.exists():
-        own = ckpt.load(last, d.device)
+        own = load_state(last, d.device)
         if own.get("fingerprint") == fp:
             state = own
         elif d.main:
@@ -299,7 +306,7 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
             if improved:
                 _save_model(ckpt_dir / ckpt.BEST, model_name, task, classes, model, epoch + 1, val,
                             params.faces)  # fmt: skip
-            ckpt.save(last, {
+            save_state(last, {
                 "fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "history": progress.history, "best_score": progress.best_score,
@@ -311,10 +318,10 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
     if d.main:
         # The kept model lives beside the checkpoints (which DVC persists) and is copied out
         # at the end: a stage rerun that resumes a finished training restores its outputs.
-        ckpt.save(out_dir / ckpt.MODEL_FILE, ckpt.load(ckpt_dir / ckpt.BEST))
+        save_state(out_dir / MODEL_FILE, load_state(ckpt_dir / ckpt.BEST))
         atomic_write_text(out_dir / HISTORY, json.dumps(progress.history, indent=1))
     return TrainResult(progress.best_epoch, progress.best_score, progress.history,
-                       out_dir / ckpt.MODEL_FILE, model, d.main)  # fmt: skip
+                       out_dir / MODEL_FILE, model, d.main)  # fmt: skip
 
 
 def train_one_epoch(net: nn.Module, task: Task, loader: DataLoader,
@@ -386,17 +393,16 @@ def train_step(net: nn.Module, task: Task, batch: Batch, optimizer: torch.optim.
 def _save_model(path: Path, name: str, task: Task, classes: list[str], model: nn.Module,
                 epoch: int, val: dict[str, Any], faces: FacesParams) -> None:  # fmt: skip
     cfg = task.cfg
-    ckpt.save(path, {
+    meta = ModelMeta(
         # The faces params the training data was made with: inference reads them back.
-        "preprocessing": faces.model_dump(exclude={"workers"}),
-        "arch": name, "classes": classes, "model_config": task.model_config(),
-        "state_dict": model.state_dict(), "epoch": epoch,
-        "val": {k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
-        "image_size": cfg.image_size, "grayscale": getattr(cfg, "grayscale", False),
-        "frames_per_clip": getattr(cfg, "frames_per_clip", None),
-        "backbone": task.backbone_info(),
-        "tta_flip": getattr(cfg, "tta_flip", False),
-    })  # fmt: skip
+        preprocessing=faces.model_dump(exclude={"workers"}),
+        arch=name, classes=classes, config=task.model_config(), epoch=epoch,
+        val={k: val[k] for k in ("war", "uar", "macro_f1", "loss")},
+        image_size=cfg.image_size, grayscale=getattr(cfg, "grayscale", False),
+        frames_per_clip=getattr(cfg, "frames_per_clip", None), backbone=task.backbone_info(),
+        tta_flip=getattr(cfg, "tta_flip", False),
+    )  # fmt: skip
+    save_model_file(path, meta, model.state_dict())
 
 
 def evaluate_refs(task: Task, model: nn.Module, refs: list[ClipRef], classes: list[str],
