@@ -204,7 +204,7 @@ def convert_model(repo: Path, model: str, settings: plan.RunSettings) -> str:
     if not settings.convert:
         reason = "skipped: convert is off for this run"
     else:
-        missing = release.convert_unavailable()
+        missing = release.convert_unavailable(Layout(repo).model_dir(model))
         reason = f"skipped: {missing}" if missing else ""
     if reason:
         logger.info("convert %s %s; the model is registered with its ONNX file", model, reason)

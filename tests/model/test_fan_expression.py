@@ -151,11 +151,13 @@ def test_blendshapes_fan_exports_with_an_expression_input(
 def test_tensorrt_conversion_refuses_expression_models(trained: tuple[Path, Path],
                                                        tiny_faces: Path) -> None:  # fmt: skip
     from emoflow.errors import EmoflowError
-    from emoflow.release.convert import convert_model
+    from emoflow.release.convert import convert_model, engine_refusal
 
     folder, _ = trained
     with pytest.raises(EmoflowError, match="expression input"):
         convert_model(folder, tiny_faces / "faces", tiny_faces / "splits")
+    # the retrain flow asks the same question and skips conversion (ONNX serves the model)
+    assert "expression input" in (engine_refusal(read_spec(folder)) or "")
 
 
 def test_test_time_flips_agree_between_evaluation_prediction_and_onnx(

@@ -17,15 +17,21 @@ if TYPE_CHECKING:
     from emoflow.config import Params
 
 
-def convert_unavailable() -> str | None:
-    """Why TensorRT engines cannot be built here (what is missing and how to get it, in the
-    words ``emoflow convert`` would use), or None when a GPU and TensorRT are present."""
+def convert_unavailable(model_dir: Path | None = None) -> str | None:
+    """Why a TensorRT engine cannot be built here (what is missing and how to get it, in the
+    words ``emoflow convert`` would use), or for the model in ``model_dir`` (a FAN on expression
+    features); None when a GPU and TensorRT are present and the model can be converted."""
     from emoflow.inference.trt import import_tensorrt
 
     try:
         import_tensorrt()
     except EmoflowError as exc:
         return str(exc)
+    if model_dir is not None:
+        from emoflow.artifact import read_spec
+        from emoflow.release.convert import engine_refusal
+
+        return engine_refusal(read_spec(model_dir))
     return None
 
 

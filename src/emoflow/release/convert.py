@@ -64,6 +64,16 @@ def check_profile(spec: ModelSpec, batch: tuple[int, int, int], max_frames: int)
                            f"(faces.frames it was trained with)")  # fmt: skip
 
 
+def engine_refusal(spec: ModelSpec) -> str | None:
+    """Why this model cannot become an engine, or None: the engine's profile and bindings know
+    frames and mask only, so a FAN on expression features is served by ONNX Runtime instead."""
+    if frame_features(spec) == "appearance":
+        return None
+    return (f"{spec.folder}: a FAN on {frame_features(spec)} features takes an expression input "
+            "that TensorRT conversion does not handle yet: serve it with the onnx or torch "
+            "backend")  # fmt: skip
+
+
 def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision: str = "fp16",
                   batch: tuple[int, int, int] = (1, 16, 64), max_frames: int = MAX_FRAMES,
                   arch: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -72,11 +82,9 @@ def convert_model(model_dir: Path, faces_dir: Path, splits_dir: Path, precision:
     if precision not in PRECISIONS:
         raise EmoflowError(f"unknown precision {precision!r}; expected fp16 or fp32")
     spec = read_model(model_dir, arch)
-    if frame_features(spec) != "appearance":
-        # the engine's profile and bindings know frames and mask only; ONNX serves it instead
-        raise EmoflowError(f"{model_dir}: a FAN on {frame_features(spec)} features takes an "
-                           "expression input that TensorRT conversion does not handle yet: "
-                           "serve it with the onnx or torch backend")  # fmt: skip
+    refusal = engine_refusal(spec)
+    if refusal:
+        raise EmoflowError(refusal)
     check_profile(spec, batch, max_frames)
     trt = import_tensorrt()  # without TensorRT or a GPU, say so before any work
     problem = onnx_problem(spec)
