@@ -97,7 +97,7 @@ def tiny_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["train"].update(workers=0)
     params["train"]["deep_emotion"].update(epochs=6, batch_size=16)
     params["train"]["fan"].update(epochs=3, batch_size=4, image_size=32, backbone="resnet18",
-                                  backbone_lr_scale=1.0)  # fmt: skip
+                                  backbone_lr_scale=1.0, features="appearance")  # fmt: skip
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

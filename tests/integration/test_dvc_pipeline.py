@@ -44,7 +44,7 @@ def small_params() -> dict:
     # Three participants: the least a subject-independent train/val/test split can take.
     params["sample"].update(participants=3, trials_per_participant=7)
     params["train"]["fan"].update(epochs=2, image_size=32, backbone="resnet18",
-                                  backbone_lr_scale=1.0)  # fmt: skip
+                                  backbone_lr_scale=1.0, features="appearance")  # fmt: skip
     params["train"]["deep_emotion"].update(epochs=2)
     return params
 

@@ -51,7 +51,8 @@ def _params(tmp_path: Path, **fan: object) -> Path:
     params["train"].update(workers=0)
     params["train"]["fan"].update(epochs=3, batch_size=4, image_size=150,
                                   backbone="dlib_resnet29", pretrained=None,
-                                  backbone_lr_scale=0.0, backbone_warmup_epochs=0)  # fmt: skip
+                                  backbone_lr_scale=0.0, backbone_warmup_epochs=0,
+                                  features="appearance")  # fmt: skip
     params["train"]["fan"].update(fan)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
