@@ -43,8 +43,8 @@ from emoflow.artifact import (
 from emoflow.config import load_params
 from emoflow.fsio import atomic_write_text
 from emoflow.inference import Predictor
-from emoflow.inference.backends import TorchBackend, cpu_threads, onnx_has_cuda, onnx_session
-from emoflow.inference.graph import load_clip_model
+from emoflow.inference.backends import OnnxBackend, TorchBackend, cpu_threads, onnx_has_cuda
+from emoflow.inference.graph import input_names, load_clip_model
 from emoflow.media.video import MediaWriter
 from emoflow.models import registry
 from emoflow.release.export import OPSET, export_info, export_onnx
@@ -76,11 +76,14 @@ def model_folder(arch: str, models: Path, params_path: Path, tmp: Path) -> Path:
     return out
 
 
-def clip_batch(spec: ModelSpec, clips: int) -> tuple[np.ndarray, np.ndarray]:
+def clip_batch(spec: ModelSpec, clips: int) -> tuple[np.ndarray, ...]:
+    """Every input of the model's graph (``graph.input_names``): frames, mask and, for a FAN on
+    expression features, random blendshape scores (the extractor runs outside the graph)."""
     rng = np.random.default_rng(0)
     t, s, c = spec.preprocessing.frames, spec.image_size, spec.channels
+    scores = [rng.random((clips, t, 52), dtype=np.float32) for _ in input_names(spec)[2:]]
     return (rng.integers(0, 256, (clips, t, s, s, c), dtype=np.uint8),
-            np.ones((clips, t), dtype=bool))  # fmt: skip
+            np.ones((clips, t), dtype=bool), *scores)  # fmt: skip
 
 
 def per_clip_ms(run: Callable[[], object], clips: int, repeats: int) -> float:
@@ -96,23 +99,22 @@ def per_clip_ms(run: Callable[[], object], clips: int, repeats: int) -> float:
 def runtimes(folder: Path, spec: ModelSpec, cuda_only: bool = False) -> dict[str, Callable]:
     out: dict[str, Callable] = {}
     if not cuda_only:
-        eager = TorchBackend(spec, "cpu")
-        sess = onnx_session(folder / ONNX_FILE)
-        out["eager"] = eager.run
-        out["onnxruntime"] = lambda f, m: sess.run(None, {"frames": f, "mask": m})
+        out["eager"] = TorchBackend(spec, "cpu").run
+        out["onnxruntime"] = OnnxBackend(spec).run
     if torch.cuda.is_available():  # for reference on a GPU machine (not in the ratio)
         out["eager-cuda"] = TorchBackend(spec, "cuda").run
     if cuda_only and onnx_has_cuda():
-        gpu_sess = onnx_session(folder / ONNX_FILE)
-        out["onnxruntime-cuda"] = lambda f, m: gpu_sess.run(None, {"frames": f, "mask": m})
+        out["onnxruntime-cuda"] = OnnxBackend(spec).run  # the CUDA provider comes first
     elif cuda_only:
         print("  (onnxruntime-cuda skipped: this onnxruntime has no CUDA provider, the CPU "
               "build the project pins)")  # fmt: skip
     try:
         from emoflow.inference.trt import EngineRunner, import_tensorrt
-        from emoflow.release.convert import build_engine
+        from emoflow.release.convert import build_engine, engine_refusal
 
         trt = import_tensorrt()
+        if refusal := engine_refusal(spec):
+            raise RuntimeError(refusal)
         engine = build_engine(trt, folder / ONNX_FILE, spec, "fp32", (1, 16, 64))
         out["tensorrt"] = EngineRunner(engine, "bench", spec.arch).run
     except Exception as exc:  # no TensorRT or no GPU here: say so, measure the rest
@@ -165,8 +167,8 @@ def main() -> None:
                   f"({'models/' + arch if trained else 'untrained weights'})")  # fmt: skip
             for name, run in runtimes(folder, spec, args.cuda).items():
                 for b in (1, 16):
-                    x, m = clip_batch(spec, b)
-                    ms = per_clip_ms(lambda run=run, x=x, m=m: run(x, m), b, args.repeats)
+                    inputs = clip_batch(spec, b)
+                    ms = per_clip_ms(lambda run=run, i=inputs: run(*i), b, args.repeats)
                     results[(arch, b, name)] = ms
             for b in (1, 16):
                 row = ", ".join(f"{n} {results[(arch, b, n)]:.1f}" for _, bb, n in

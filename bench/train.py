@@ -190,15 +190,18 @@ def run_ddp(model: str, processes: int, epochs: int, params: Path, work: Path) -
     return sum(h["samples_per_s"] for h in history) / len(history)
 
 
-# FAN's frame encoders (train.fan keys over params.yaml's): docs/training.md
+# FAN's frame encoders (train.fan keys over params.yaml's; each route names every key that sets
+# the route, whatever params.yaml's default is): docs/training.md
 DLIB = {"image_size": 150, "backbone": "dlib_resnet29", "pretrained": None}
 ROUTES = {
-    "resnet18 (scratch)": {},
-    "dlib_resnet29 frozen": {**DLIB, "backbone_lr_scale": 0.0},
-    "dlib_resnet29 fine-tuned (lr x 0.1)": {**DLIB, "backbone_lr_scale": 0.1},
+    "resnet18 (scratch)": {"image_size": 96, "backbone": "resnet18", "pretrained": None,
+                           "backbone_lr_scale": 1.0, "features": "appearance"},
+    "dlib_resnet29 frozen": {**DLIB, "backbone_lr_scale": 0.0, "features": "appearance"},
+    "dlib_resnet29 fine-tuned (lr x 0.1)": {**DLIB, "backbone_lr_scale": 0.1,
+                                            "features": "appearance"},
     "blendshapes": {"features": "blendshapes"},
     "fused (dlib frozen + blendshapes)": {**DLIB, "backbone_lr_scale": 0.0, "features": "fused"},
-}
+}  # fmt: skip
 
 
 def run_route(name: str, keys: dict, epochs: int, params: Path, work: Path

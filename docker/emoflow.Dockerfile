@@ -54,10 +54,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && /opt/emoflow/bin/pip install --upgrade pip==26.3 \
     && /opt/emoflow/bin/pip install -c constraints.txt -r requirements.txt \
     && /opt/emoflow/bin/pip install --no-deps -r requirements-nodeps.txt
-# git: DVC's workspace is a git checkout.
+# git: DVC's workspace is a git checkout. libegl1, libgles2: MediaPipe's native library (the
+# blendshapes of FAN's default) links libEGL and libGLESv2 even on the CPU.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git libegl1 \
+       libgles2 \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 emoflow && useradd --uid 10001 --gid emoflow --create-home emoflow
 
@@ -67,7 +69,8 @@ FROM venv AS cpu
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow, mediapipe"
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, onnxruntime, bentoml, prefect, mlflow, mediapipe" \
+    && /opt/emoflow/bin/python -c "import numpy; from emoflow.faces.blendshapes import extractor; extractor().blendshapes([numpy.zeros((224, 224, 3), numpy.uint8)])"
 WORKDIR /app
 # The project's own files that the roles run: the stage graph and params (the worker's workspace
 # template), the flows and the service.

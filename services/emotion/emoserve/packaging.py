@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict
 
 PYTHON_VERSION = "3.11"
 CUDA_IMAGE = "nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04"
-SYSTEM_PACKAGES = ("libstdc++6", "zlib1g", "libgomp1", "ffmpeg")
+# libegl1/libgles2: MediaPipe's native library links libEGL and libGLESv2 (the blendshapes
+# extractor of a FAN on expression features) even when it runs on the CPU.
+SYSTEM_PACKAGES = ("libstdc++6", "zlib1g", "libgomp1", "ffmpeg", "libegl1", "libgles2")
 WHEELS_DIR = "wheels"  # inside the build context (services/emotion), copied into the Bento
 
 

@@ -26,13 +26,13 @@ def fingerprint(*parts: Any) -> str:
 
 
 def code_fingerprint() -> str:
-    """A hash of the code that shapes a training (models, trainer, datasets): a checkpoint
-    written by other code is not resumed."""
+    """A hash of the code that shapes a training (models, trainer, datasets, the expression
+    features' extractor): a checkpoint written by other code is not resumed."""
     import emoflow
 
     root = Path(emoflow.__file__).parent
     files = sorted([*(root / "models").glob("*.py"), *(root / "training").glob("*.py"),
-                    root / "datasets" / "clips.py"])  # fmt: skip
+                    root / "datasets" / "clips.py", root / "faces" / "blendshapes.py"])  # fmt: skip
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
