@@ -118,7 +118,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/emoflow/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, tensorrt, onnxruntime, bentoml, prefect, mlflow; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'TensorRT', tensorrt.__version__)"
+    && /opt/emoflow/bin/python -c "import emoflow, dlib, cv2, av, torch, tensorrt, onnxruntime, bentoml, prefect, mlflow, mediapipe; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'TensorRT', tensorrt.__version__)"
 WORKDIR /app
 # The project tree (what .dockerignore lets through): the worker's workspace template, since
 # dvc.yaml's stages depend on the source files; the flows and the service code.
