@@ -7,7 +7,7 @@ if [ -n "${EMOFLOW_MODEL_URI:-}" ]; then
     python - <<'PY'
 import logging, os, sys, time
 logging.disable(logging.WARNING)
-from emoflow.release.registry import get_version
+from emoflow.tracking.registry import get_version
 uri, waited = os.environ["EMOFLOW_MODEL_URI"], 0
 while True:
     try:

@@ -4,6 +4,7 @@ rendered kustomize overlays against the Kubernetes schemas. Each runs in seconds
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,20 @@ def test_kubernetes_work_pool_template_extends_prefects_own() -> None:
     deployment = yaml.safe_load((ROOT / "infra/prefect/prefect.yaml").read_text())
     assert deployment["deployments"][0]["work_pool"]["name"] == "emoflow-k8s"
     assert deployment["deployments"][0]["entrypoint"] == "pipelines/retrain.py:retrain"
+
+
+def test_the_role_scripts_import_what_exists() -> None:
+    """The Python the containers' shell scripts run inline (``python - <<'PY'``) imports names
+    that exist: a refactor that moves one (the registry's ``get_version``) must not leave a
+    service that waits forever on an ImportError."""
+    import importlib
+
+    pattern = re.compile(r"^\s*from (emoflow[\w.]*) import ([\w, ]+)$", re.M)
+    found = [(script.name, m.group(1), name.strip())
+             for script in sorted(ROOT.glob("docker/**/*.sh"))
+             for m in pattern.finditer(script.read_text())
+             for name in m.group(2).split(",")]  # fmt: skip
+    assert found, "no inline Python imports found: the pattern no longer matches the scripts"
+    missing = [f"{script}: from {module} import {name}" for script, module, name in found
+               if not hasattr(importlib.import_module(module), name)]  # fmt: skip
+    assert not missing, missing
