@@ -95,6 +95,18 @@ def test_conversion_is_cached_by_the_files_hash(tmp_path: Path) -> None:
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+def test_converting_or_reading_back_leaves_the_callers_rng_alone(tmp_path: Path) -> None:
+    """A model built after loading the weights starts the same on a cold cache as on a warm
+    one (a cold conversion once shifted FAN's heads' init: 0.720 against 0.880 on the sample)."""
+    draws = []
+    for _ in ("cold", "warm"):
+        torch.manual_seed(0)
+        load_weights(cache_dir=tmp_path)
+        draws.append(torch.rand(4))
+    torch.manual_seed(0)
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], torch.rand(4))
+
+
 def test_file_layers_are_read_in_order() -> None:
     net = read_dlib_net(dlib_models.face_descriptor_file())
     assert net.input_size == (150, 150)

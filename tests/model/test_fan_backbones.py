@@ -3,6 +3,7 @@ cached features, fine-tuning with a warm-up, and what model.pt records."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,25 @@ def test_frozen_route_trains_only_the_heads(frozen: tuple[Path, Path], tiny_face
 
 
 @pytest.mark.slow
+def test_a_warm_cache_trains_the_model_a_cold_one_trained(frozen: tuple[Path, Path],
+                                                          tiny_faces: Path) -> None:  # fmt: skip
+    """The fixture trained on an empty cache (weights converted, features computed); training
+    again on what it cached must give the same model, epoch by epoch."""
+    folder, cache = frozen
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
+        again = train_model("fan", load_params(_params(folder.parent)), tiny_faces / "faces",
+                            tiny_faces / "splits", folder.parent / "warm")  # fmt: skip
+    history = [[{k: v for k, v in row.items() if k not in ("train_seconds", "samples_per_s")}
+                for row in json.loads((f / "history.json").read_text())]
+               for f in (folder, again.model_file.parent)]  # fmt: skip
+    assert history[0] == history[1]
+    cold, warm = load_state(folder / "model.pt"), load_state(again.model_file)
+    assert all(torch.equal(cold["state_dict"][k], warm["state_dict"][k])
+               for k in cold["state_dict"])  # fmt: skip
+
+
+@pytest.mark.slow
 def test_frozen_model_predicts_from_images_as_from_cached_features(
     frozen: tuple[Path, Path], tiny_faces: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,8 +205,6 @@ def test_frozen_model_predicts_from_images_as_from_cached_features(
 
 @pytest.mark.slow
 def test_frozen_dlib_fan_exports_to_onnx(frozen: tuple[Path, Path], tiny_faces: Path) -> None:
-    import json
-
     from emoflow.release.export import export_model
 
     folder, _ = frozen

@@ -220,7 +220,10 @@ def load_weights(dat: Path | None = None, cache_dir: Path | None = None) -> dict
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception as e:  # a damaged cache file is rebuilt, not fatal
             log.warning("%s: unreadable (%s); converting %s again", cached, e, dat)
-    state = state_dict_from_dlib(read_dlib_net(dat), dat)
+    # Converting builds a network, whose random init would shift the caller's RNG: a model's
+    # heads would then start elsewhere on a cold cache than on a warm one.
+    with torch.random.fork_rng(devices=[]):
+        state = state_dict_from_dlib(read_dlib_net(dat), dat)
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:
         torch.save(state, tmp)
