@@ -171,6 +171,7 @@ def import_dataset(
 
 
 MODELS = registry.NAMES  # the architectures (light: no torch until a command runs)
+PROBE = "fan_probe"  # metrics/fan_probe.json, metrics/fan_probe_cv.json: `emoflow probe`
 
 
 def _model(value: str) -> str:
@@ -258,6 +259,39 @@ def crossval(
         evaluate(model, params, faces, splits, k, None, None, None)
         files.append(LAYOUT.plots(model, k) / "report.json")
     summarise(files, LAYOUT.cv_metrics(model))
+
+
+@app.command()
+def probe(
+    params: Path = ParamsOption,
+    faces: Path = FacesDirOption,
+    splits: Path = SplitsOption,
+    folds: bool = typer.Option(False, "--folds", help="Every fold of split.folds, as crossval."),
+) -> None:
+    """A logistic regression on FAN's frozen features: the floor its heads must beat.
+
+    Writes metrics/fan_probe.json (the split) or, with --folds, metrics/fan_probe_cv.json."""
+    import json
+
+    from emoflow.fsio import atomic_write_text
+    from emoflow.training.probe import fan_features, probe_folds, probe_split
+
+    p = load_params(params)
+    features = fan_features(p, params)
+    if folds:
+        if p.split.folds < 2:
+            raise typer.BadParameter("split.folds is below 2: no folds to probe")
+        result = probe_folds(p, faces, [fold_dir(splits, k) for k in range(p.split.folds)],
+                             features)  # fmt: skip
+        out, war, uar = LAYOUT.cv_metrics(PROBE), result["war"], result["uar"]
+        line = (f"WAR {war['mean']:.3f} ± {war['std']:.3f}, UAR {uar['mean']:.3f} ± "
+                f"{uar['std']:.3f} over {result['folds']} folds")  # fmt: skip
+    else:
+        result = probe_split(p, faces, splits, features)
+        out, t = LAYOUT.metrics(PROBE), result["test"]
+        line = f"test WAR {t['war']:.3f}, UAR {t['uar']:.3f}, macro-F1 {t['macro_f1']:.3f}"
+    atomic_write_text(out, json.dumps(result, indent=1))
+    typer.echo(f"linear probe on FAN's features: {line} → {out}")
 
 
 @app.command()
