@@ -13,19 +13,21 @@ provider where this onnxruntime has it, TensorRT where installed; each one it ca
 named with the reason) and the model part only; last line `infer cuda: ...` (ms per clip, FAN,
 batch 16).
 
-    .venv/bin/python bench/infer.py [--repeats 5] [--models models] [--cuda]
+    .venv/bin/python bench/infer.py [--repeats 5] [--models models] [--cuda] [--predict-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import skimage.data
@@ -42,10 +44,12 @@ from emoflow.artifact import (
 )
 from emoflow.config import load_params
 from emoflow.faces.blendshapes import NUM_BLENDSHAPES
+from emoflow.faces.pipeline import PARTS
 from emoflow.fsio import atomic_write_text
 from emoflow.inference import Predictor
 from emoflow.inference.backends import OnnxBackend, TorchBackend, cpu_threads, onnx_has_cuda
 from emoflow.inference.graph import input_names, load_clip_model
+from emoflow.inference.predictor import find_faces
 from emoflow.media.video import MediaWriter
 from emoflow.models import registry
 from emoflow.release.export import OPSET, export_info, export_onnx
@@ -132,16 +136,51 @@ def six_second_clip(path: Path) -> Path:
     return path
 
 
-def predict_timings(folder: Path, tmp: Path) -> None:
+def decode_floor_ms(video: Path) -> float:
+    """The physical floor of a prediction: PyAV decoding every frame of ``video`` with the
+    decoder's own threads, no pixel conversion, nothing else."""
+    t0 = time.perf_counter()
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_type = "AUTO"
+        for _ in container.decode(stream):
+            pass
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def predict_once(p: Predictor, video: Path) -> dict[str, float]:
+    """One ``predict_video`` (the same calls), timed by part: decode, the faces pipeline's parts
+    (``faces.pipeline.PARTS``; ``other`` is the rest of the faces time), the blendshape
+    extractor, the model and the total."""
+    t0 = time.perf_counter()
+    found = find_faces(p.spec, video)
+    r = found.result(p.predict_faces(found.chips))
+    wall = 1e3 * (time.perf_counter() - t0)
+    t = r.timings_ms
+    row = {"decode": t.decode, **{k: found.parts.get(k, 0.0) for k in PARTS}}
+    row["other"] = t.faces - sum(found.parts.values())
+    row |= {"blendshapes": t.expression, "model": t.model, "predict": wall}
+    return row
+
+
+def predict_timings(folder: Path, tmp: Path, repeats: int = 3) -> None:
     video = six_second_clip(tmp / "clip.mp4")
     p = Predictor.from_dir(folder, backend="onnx")
     p.predict_video(video)  # warm-up: dlib models load once per process
-    runs = [p.predict_video(video).timings_ms for _ in range(3)]
-    med = {k: statistics.median(getattr(r, k) for r in runs)
-           for k in ("decode", "faces", "model", "total")}  # fmt: skip
-    print(f"predict, 6 s 640x480 clip (180 frames), fan on onnxruntime: decode "
-          f"{med['decode']:.0f} ms, faces {med['faces']:.0f} ms, model {med['model']:.0f} ms, "
-          f"total {med['total']:.0f} ms")  # fmt: skip
+    decode_floor_ms(video)
+    floors, runs = [], []
+    for _ in range(repeats):  # interleaved: both see the same load
+        floors.append(decode_floor_ms(video))
+        runs.append(predict_once(p, video))
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    floor = statistics.median(floors)
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in med.items() if k != "predict")
+    print(f"predict, 6 s 640x480 clip (180 frames), fan on onnxruntime, median of {repeats} "
+          f"(ms): {parts}")  # fmt: skip
+    print(f"predict {med['predict']:.0f} ms per clip, decode floor {floor:.0f} ms (PyAV, "
+          f"threaded, every frame, no conversion); load average "
+          f"{os.getloadavg()[0]:.2f} on {cpu_threads()} cores")  # fmt: skip
+    print(f"decode floor ratio: {med['predict'] / floor:.2f}x")
 
 
 def main() -> None:
@@ -152,6 +191,9 @@ def main() -> None:
     ap.add_argument("--skip-predict", action="store_true",
                     help="model timings only (a machine without dlib's landmark models)")
     ap.add_argument("--cuda", action="store_true", help="the GPU runtimes only (model timings)")
+    ap.add_argument("--predict-repeats", type=int, default=3, help="predict runs (median)")
+    ap.add_argument("--predict-only", action="store_true",
+                    help="the predict breakdown only (no model timings)")
     args = ap.parse_args()
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("bench/infer.py --cuda: no CUDA device visible to PyTorch")
@@ -161,8 +203,11 @@ def main() -> None:
     results: dict[tuple[str, int, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        folders = {a: model_folder(a, args.models, args.params, tmp) for a in ARCHS}
+        archs = ["fan"] if args.predict_only else ARCHS
+        folders = {a: model_folder(a, args.models, args.params, tmp) for a in archs}
         for arch, folder in folders.items():
+            if args.predict_only:
+                break
             spec = read_spec(folder)
             trained = (args.models / arch / MODEL_FILE).exists()
             print(f"{arch}: {spec.image_size} px, {spec.preprocessing.frames} frames a clip "
@@ -181,7 +226,9 @@ def main() -> None:
                 ratio = results[(arch, b, "eager")] / results[(arch, b, "onnxruntime")]
                 print(f"  batch {b:2d}: ms per clip: {row}; onnxruntime {ratio:.2f}x eager")
         if not args.skip_predict and not args.cuda:
-            predict_timings(folders["fan"], tmp)
+            predict_timings(folders["fan"], tmp, args.predict_repeats)
+    if args.predict_only:
+        return
     if args.cuda:
         row = ", ".join(f"{n} {ms:.2f}" for (a, b, n), ms in results.items()
                         if a == "fan" and b == 16)  # fmt: skip
