@@ -4,7 +4,9 @@ thread, the decode thread and the parallel ``predict`` (logic, not timings)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import skimage.data
@@ -12,6 +14,7 @@ import skimage.data
 from emoflow.config import FacesParams
 from emoflow.faces.pipeline import PARTS, process_frames
 from emoflow.inference.schema import Timings
+from emoflow.media.video import MediaWriter, VideoFrames
 
 
 def _face_frames(n: int, step: int = 2) -> list[np.ndarray]:
@@ -35,3 +38,24 @@ def test_timings_name_the_extractor_apart_from_the_model() -> None:
     t = Timings(decode=1, faces=2, expression=3, model=4, total=10)
     assert t.model_dump() == {"decode": 1, "faces": 2, "expression": 3, "model": 4, "total": 10}
     assert Timings().expression == 0.0  # an older answer without it still reads
+
+
+def _write(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    h, w = frames[0].shape[:2]
+    with MediaWriter(path, fps, w, h) as mw:
+        for f in frames:
+            mw.write_frame(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_one_reformatter_per_file_gives_to_ndarrays_pixels(tmp_path: Path) -> None:
+    """The kept swscale context changes the cost, not one pixel (so not the faces either)."""
+    clip = _write(tmp_path / "c.mp4", _face_frames(12, step=7))
+    with av.open(str(clip)) as container:
+        expected = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    vf = VideoFrames(clip)
+    got = list(vf)
+    assert len(got) == len(expected) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    again = vf.at([3, 10])  # re-reads go through their own reformatter: the same pixels
+    assert np.array_equal(again[3], expected[3]) and np.array_equal(again[10], expected[10])
