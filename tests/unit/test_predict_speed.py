@@ -59,3 +59,21 @@ def test_one_reformatter_per_file_gives_to_ndarrays_pixels(tmp_path: Path) -> No
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
     again = vf.at([3, 10])  # re-reads go through their own reformatter: the same pixels
     assert np.array_equal(again[3], expected[3]) and np.array_equal(again[10], expected[10])
+
+
+def test_selection_on_one_thread_is_the_selection_on_all_and_scoped() -> None:
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_info
+
+    from emoflow.faces.select import select_frames, shape_features
+
+    rng = np.random.default_rng(1)
+    feats = shape_features(rng.random((150, 68, 2)).cumsum(0))
+    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+    chosen = select_frames(feats, list(range(150)), 12, None)
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"] == before
+    km = KMeans(n_clusters=12, n_init=4, random_state=0).fit(feats)  # every thread
+    dist = np.linalg.norm(feats - km.cluster_centers_[km.labels_], axis=1)
+    expected = sorted(int(min(np.flatnonzero(km.labels_ == c), key=lambda r: dist[r]))
+                      for c in range(12))  # fmt: skip
+    assert chosen == expected
