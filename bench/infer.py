@@ -148,18 +148,19 @@ def decode_floor_ms(video: Path) -> float:
     return 1e3 * (time.perf_counter() - t0)
 
 
-def predict_once(p: Predictor, video: Path) -> dict[str, float]:
+def predict_once(p: Predictor, video: Path, prefetch: bool = False) -> dict[str, float]:
     """One ``predict_video`` (the same calls), timed by part: decode, the faces pipeline's parts
     (``faces.pipeline.PARTS``; ``other`` is the rest of the faces time), the blendshape
-    extractor, the model and the total."""
-    t0 = time.perf_counter()
-    found = find_faces(p.spec, video)
+    extractor, the model and the total; ``cpu``: the process's CPU time (every thread)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    found = find_faces(p.spec, video, prefetch=prefetch)
     r = found.result(p.predict_faces(found.chips))
     wall = 1e3 * (time.perf_counter() - t0)
     t = r.timings_ms
     row = {"decode": t.decode, **{k: found.parts.get(k, 0.0) for k in PARTS}}
     row["other"] = t.faces - sum(found.parts.values())
-    row |= {"blendshapes": t.expression, "model": t.model, "predict": wall}
+    row |= {"blendshapes": t.expression, "model": t.model, "predict": wall,
+            "cpu": 1e3 * (time.process_time() - c0)}  # fmt: skip
     return row
 
 
@@ -168,15 +169,20 @@ def predict_timings(folder: Path, tmp: Path, repeats: int = 3) -> None:
     p = Predictor.from_dir(folder, backend="onnx")
     p.predict_video(video)  # warm-up: dlib models load once per process
     decode_floor_ms(video)
-    floors, runs = [], []
-    for _ in range(repeats):  # interleaved: both see the same load
+    floors, runs, ahead = [], [], []
+    for _ in range(repeats):  # interleaved: all three see the same load
         floors.append(decode_floor_ms(video))
         runs.append(predict_once(p, video))
+        ahead.append(predict_once(p, video, prefetch=True))
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     floor = statistics.median(floors)
-    parts = ", ".join(f"{k} {v:.0f}" for k, v in med.items() if k != "predict")
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in med.items() if k not in ("predict", "cpu"))
     print(f"predict, 6 s 640x480 clip (180 frames), fan on onnxruntime, median of {repeats} "
           f"(ms): {parts}")  # fmt: skip
+    pre = {k: statistics.median(r[k] for r in ahead) for k in ("predict", "cpu", "decode")}
+    print(f"  with the decode thread (find_faces(prefetch=True)): {pre['predict']:.0f} ms "
+          f"({pre['cpu']:.0f} ms CPU, {pre['decode']:.0f} waiting for frames) against "
+          f"{med['predict']:.0f} ({med['cpu']:.0f} ms CPU)")  # fmt: skip
     print(f"predict {med['predict']:.0f} ms per clip, decode floor {floor:.0f} ms (PyAV, "
           f"threaded, every frame, no conversion); load average "
           f"{os.getloadavg()[0]:.2f} on {cpu_threads()} cores")  # fmt: skip

@@ -4,13 +4,16 @@ thread, the decode thread and the parallel ``predict`` (logic, not timings)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+import pytest
 import skimage.data
 
+from emoflow.artifact import ModelSpec
 from emoflow.config import FacesParams
 from emoflow.faces.pipeline import PARTS, process_frames
 from emoflow.inference.schema import Timings
@@ -77,3 +80,84 @@ def test_selection_on_one_thread_is_the_selection_on_all_and_scoped() -> None:
     expected = sorted(int(min(np.flatnonzero(km.labels_ == c), key=lambda r: dist[r]))
                       for c in range(12))  # fmt: skip
     assert chosen == expected
+
+
+class _Source:
+    """Numbers 0..n-1 that note how far the producer ran ahead of the consumer."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at = n, fail_at
+        self.produced = 0
+        self.consumed = 0
+        self.most_ahead = 0
+        self.at = "the source's own"
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise ValueError(f"frame {i} cannot be decoded")
+            self.produced += 1
+            self.most_ahead = max(self.most_ahead, self.produced - self.consumed)
+            yield i
+
+
+def test_prefetch_keeps_order_and_bounds_what_it_decodes_ahead() -> None:
+    from emoflow.media.prefetch import Prefetch
+
+    src = _Source(500)
+    pf = Prefetch(src, depth=4)
+    got = []
+    for x in pf:
+        got.append(x)
+        src.consumed += 1
+    assert got == list(range(500))
+    assert src.most_ahead <= 4 + 2  # the queue, the item in hand, the one being put
+    assert pf.at == "the source's own"  # re-reads and times stay the source's
+
+
+def test_prefetch_raises_the_decoders_error_in_the_consumer() -> None:
+    from emoflow.media.prefetch import Prefetch
+
+    got = []
+    with pytest.raises(ValueError, match="frame 7 cannot be decoded"):
+        for x in Prefetch(_Source(20, fail_at=7), depth=2):
+            got.append(x)
+    assert got == list(range(7))
+
+
+def test_leaving_early_stops_the_decode_thread() -> None:
+    import threading
+
+    from emoflow.media.prefetch import Prefetch
+
+    pf = Prefetch(_Source(10_000), depth=2)
+    for x in pf:
+        if x == 3:
+            break
+    pf.close()
+    assert not [t for t in threading.enumerate() if t.name == "emoflow-decode"]
+
+
+def _spec(folder: Path, faces: FacesParams) -> ModelSpec:
+    """A real model folder (an untrained Deep-Emotion): what find_faces reads from it is the
+    recorded preprocessing."""
+    from emoflow.artifact import MODEL_FILE, ModelMeta, read_spec, save_model_file
+    from emoflow.models import build_model
+
+    meta = ModelMeta(arch="deep_emotion", classes=["anger", "happiness"], config={},
+                     image_size=48, grayscale=True,
+                     preprocessing=faces.model_dump(exclude={"workers"}))  # fmt: skip
+    save_model_file(folder / MODEL_FILE, meta, build_model("deep_emotion", 2).state_dict())
+    return read_spec(folder)
+
+
+def test_predict_with_the_decode_thread_finds_the_same_faces(tmp_path: Path) -> None:
+    from emoflow.inference.predictor import find_faces
+
+    clip = _write(tmp_path / "c.mp4", _face_frames(24, step=3))
+    spec = _spec(tmp_path, FacesParams(frames=6))
+    a = find_faces(spec, clip)
+    b = find_faces(spec, clip, prefetch=True)
+    assert a.faces_found == b.faces_found == 24 and len(a.chips) == 6
+    assert [f.index for f in a.frames] == [f.index for f in b.frames]
+    assert all(np.array_equal(x, y) for x, y in zip(a.chips, b.chips, strict=True))

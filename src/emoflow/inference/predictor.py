@@ -26,6 +26,7 @@ from emoflow.inference.availability import check_backend
 from emoflow.inference.backends import Backend, open_backend
 from emoflow.inference.graph import expression_inputs, frame_inputs
 from emoflow.inference.schema import ClipResult, FrameResult, ModelRef, Timings
+from emoflow.media.prefetch import Prefetch
 from emoflow.media.video import DecodeLimits, VideoFrames, probe
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,14 @@ TRUNCATED_SHARE = 0.9  # fewer decoded frames than this share of the announced c
 
 def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
                name: str | None = None, limits: DecodeLimits | None = None,
-               stop: Callable[[], bool] | None = None) -> FoundFaces:  # fmt: skip
+               stop: Callable[[], bool] | None = None, prefetch: bool = False
+               ) -> FoundFaces:  # fmt: skip
     """Decode ``video`` and find, align and select its faces with ``spec``'s preprocessing.
+
+    ``prefetch`` decodes a file in a thread a few frames ahead (``media.prefetch``); off by
+    default: FFmpeg's own frame threads already decode on the other core, and on the shared
+    2-core machine the thread cost ~10 % more CPU with no wall time saved (bench/infer.py
+    measures both).
 
     ``limits`` bound what decoding may cost (duration by the frames' timestamps, frame size);
     ``stop`` is asked before each frame and ends the work with ``Cancelled``. Raises InputError
@@ -207,8 +214,14 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
     t0 = time.perf_counter()
     pre = spec.preprocessing
     with _decoded(video, fps, name, limits, stop) as (frames, rate, what):
-        timed = _Timed(frames)
-        faces = process_frames(timed, pre)
+        # With prefetch, a file decodes in a thread, a few frames ahead of the faces work.
+        source = Prefetch(frames) if prefetch and isinstance(frames, VideoFrames) else frames
+        timed = _Timed(source)  # the time the faces work waited for frames
+        try:
+            faces = process_frames(timed, pre)
+        finally:
+            if isinstance(source, Prefetch):
+                source.close()
         times = getattr(frames, "times", None)
         announced = getattr(frames, "announced", 0)
     t1 = time.perf_counter()
