@@ -161,3 +161,38 @@ def test_predict_with_the_decode_thread_finds_the_same_faces(tmp_path: Path) -> 
     assert a.faces_found == b.faces_found == 24 and len(a.chips) == 6
     assert [f.index for f in a.frames] == [f.index for f in b.frames]
     assert all(np.array_equal(x, y) for x, y in zip(a.chips, b.chips, strict=True))
+
+
+@pytest.mark.slow
+def test_predict_on_several_files_answers_the_same_in_a_pool(tmp_path: Path) -> None:
+    """Two worker processes give the answers one process gives, in the files' order, and a bad
+    file is still its own error line."""
+    import io
+    import json
+
+    from emoflow.inference import Predictor
+    from emoflow.inference.files import predict_files
+
+    _spec(tmp_path, FacesParams(frames=4))
+    clips = [_write(tmp_path / f"c{k}.mp4", _face_frames(10 + 2 * k, step=3 + k))
+             for k in range(3)]  # fmt: skip
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    files = [clips[0], bad, clips[1], clips[2]]
+    p = Predictor.from_dir(tmp_path, backend="torch")
+    answers = {}
+    for workers in (1, 2):
+        out, err = io.StringIO(), io.StringIO()
+        assert predict_files(p, files, as_json=True, out=out, err=err, workers=workers) == 1
+        answers[workers] = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert "bad.mp4" in err.getvalue()
+    one, two = answers[1], answers[2]
+    assert [a["file"] for a in two] == [str(f) for f in files]
+    assert "error" in two[1] and two[1]["error"] == one[1]["error"]
+    for a, b in zip(one, two, strict=True):
+        if "error" in a:
+            continue
+        assert [f["index"] for f in a["frames"]] == [f["index"] for f in b["frames"]]
+        assert a["label"] == b["label"] and a["model"] == b["model"]
+        assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]
+                   ) < 1e-5  # fmt: skip

@@ -1,11 +1,21 @@
-"""``emoflow predict``: one answer per video file, whatever happens to the others."""
+"""``emoflow predict``: one answer per video file, whatever happens to the others.
+
+Several files go to a pool of processes, one per core (``workers``): a clip's decode and faces
+work is one core's Python (dlib holds the GIL), so files in parallel are what fills the others.
+Each worker opens the same model folder on the same backend once, with a share of the cores
+for the model's threads; answers come back in the order of the files.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -14,6 +24,7 @@ from tqdm import tqdm
 from emoflow.errors import EmoflowError
 from emoflow.inference.predictor import Predictor
 from emoflow.inference.schema import ClipResult
+from emoflow.parallel import cpu_threads, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +37,90 @@ def summary_line(path: Path, r: ClipResult) -> str:
 
 
 def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = False,
-                  out: TextIO | None = None, err: TextIO | None = None) -> int:  # fmt: skip
+                  out: TextIO | None = None, err: TextIO | None = None,
+                  workers: int = 1) -> int:  # fmt: skip
     """Predict every file; print a line (or a JSON line) per file, an ``error:`` line on
     stderr for each file that fails (not a video, no face; with ``as_json`` also a JSON line
-    ``{"file", "error"}``). Returns the number of files that failed."""
+    ``{"file", "error"}``). ``workers``: processes (0 = one per core; never more than files).
+    Returns the number of files that failed."""
     out, err = out or sys.stdout, err or sys.stderr
     failed = 0
-    bar = tqdm(paths, desc="predict", unit="video", file=err, disable=len(paths) < 2,
-               leave=False)  # fmt: skip
-    for path in bar:
-        try:
-            r = predictor.predict_video(path)
-        except Exception as exc:  # one file's failure, a bug included, never stops the batch
+    bar = tqdm(total=len(paths), desc="predict", unit="video", file=err,
+               disable=len(paths) < 2, leave=False)  # fmt: skip
+    for path, r in _answers(predictor, paths, worker_count(workers, len(paths))):
+        bar.update()
+        if isinstance(r, str):
             failed += 1
-            if isinstance(exc, EmoflowError):
-                message = str(exc)
-            else:
-                log.error("predict: %s failed", path, exc_info=exc)
-                message = f"{path}: unexpected error ({type(exc).__name__}: {exc})"
-            tqdm.write(f"error: {message}", file=err)
+            tqdm.write(f"error: {r}", file=err)
             if as_json:
-                tqdm.write(json.dumps({"file": str(path), "error": message}), file=out)
+                tqdm.write(json.dumps({"file": str(path), "error": r}), file=out)
             continue
         line = json.dumps({"file": str(path), **r.model_dump(mode="json")}) if as_json else (
             summary_line(path, r))  # fmt: skip
         tqdm.write(line, file=out)
     bar.close()
     return failed
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How a worker opens the parent's model: its folder, resolved backend, name, threads."""
+
+    folder: str
+    backend: str
+    name: str
+    version: str | None
+    alias: str | None
+    threads: int
+
+
+def _answers(predictor: Predictor, paths: Sequence[Path], n: int
+             ) -> Iterator[tuple[Path, ClipResult | str]]:  # fmt: skip
+    """(path, result or error message) per file, in order; ``n`` processes when above 1."""
+    if n <= 1:
+        for path in paths:
+            yield path, _predict(predictor, path)
+        return
+    ref = predictor.ref
+    recipe = _Recipe(str(predictor.spec.folder), predictor.backend, ref.name, ref.version,
+                     ref.alias, max(1, cpu_threads() // n))  # fmt: skip
+    pending: deque[tuple[Path, Future[ClipResult | str]]] = deque()
+    ctx = multiprocessing.get_context("forkserver")  # see emoflow.parallel: no fork()
+    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+        try:
+            for path in paths:  # at most two files a worker in flight
+                pending.append((path, pool.submit(_in_worker, recipe, path)))
+                if len(pending) >= 2 * n:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _predict(predictor: Predictor, path: Path) -> ClipResult | str:
+    try:
+        return predictor.predict_video(path)
+    except Exception as exc:  # one file's failure, a bug included, never stops the batch
+        if isinstance(exc, EmoflowError):
+            return str(exc)
+        log.error("predict: %s failed", path, exc_info=exc)
+        return f"{path}: unexpected error ({type(exc).__name__}: {exc})"
+
+
+_worker: dict[_Recipe, Predictor] = {}
+
+
+def _in_worker(recipe: _Recipe, path: Path) -> ClipResult | str:
+    """A pool worker's file, on the worker's own predictor (opened on its first file)."""
+    if recipe not in _worker:
+        import torch
+
+        torch.set_num_threads(recipe.threads)
+        _worker[recipe] = Predictor.from_dir(recipe.folder, recipe.backend, name=recipe.name,
+                                             version=recipe.version, alias=recipe.alias,
+                                             threads=recipe.threads)  # fmt: skip
+    return _predict(_worker[recipe], path)

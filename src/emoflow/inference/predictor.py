@@ -58,10 +58,11 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, folder: Path | str, backend: str = "auto", *, name: str | None = None,
-                 version: str | None = None, alias: str | None = None) -> Predictor:  # fmt: skip
+                 version: str | None = None, alias: str | None = None,
+                 threads: int | None = None) -> Predictor:  # fmt: skip
         check_backend(backend)  # before the model: a wrong backend is the thing to report
         spec = read_spec(Path(folder))
-        impl = open_backend(backend, spec)
+        impl = open_backend(backend, spec, threads)
         ref = ModelRef(name=name or spec.arch, version=version, alias=alias, backend=impl.name)
         log.info("predictor: %s (%s) from %s on %s (%s)", ref.name, spec.arch, folder, impl.name,
                  impl.reason)  # fmt: skip
