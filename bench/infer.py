@@ -128,6 +128,20 @@ def runtimes(folder: Path, spec: ModelSpec, cuda_only: bool = False) -> dict[str
     return out
 
 
+def onnx_threads(spec: ModelSpec, repeats: int) -> None:
+    """ONNX Runtime's intra-op threads, 1 up to the cores, at batch 1 and 16: where adding
+    threads stops paying (the default is one per core)."""
+    rows = []
+    for b in (1, 16):
+        inputs = clip_batch(spec, b)
+        cells = []
+        for n in sorted({1, *range(2, cpu_threads(), max(1, cpu_threads() // 4)), cpu_threads()}):
+            run = OnnxBackend(spec, threads=n).run
+            cells.append(f"{n}: {per_clip_ms(lambda r=run, i=inputs: r(*i), b, repeats):.1f}")
+        rows.append(f"batch {b} " + ", ".join(cells))
+    print(f"  onnxruntime intra-op threads (ms per clip): {'; '.join(rows)}")
+
+
 def six_second_clip(path: Path) -> Path:
     img = cv2.resize(skimage.data.astronaut()[0:300, 80:480], (640, 480))
     with MediaWriter(path, 30, 640, 480) as mw:
@@ -223,6 +237,8 @@ def main() -> None:
                     inputs = clip_batch(spec, b)
                     ms = per_clip_ms(lambda run=run, i=inputs: run(*i), b, args.repeats)
                     results[(arch, b, name)] = ms
+            if not args.cuda:
+                onnx_threads(spec, args.repeats)
             for b in (1, 16):
                 row = ", ".join(f"{n} {results[(arch, b, n)]:.1f}" for _, bb, n in
                                 [k for k in results if k[0] == arch and k[1] == b])  # fmt: skip
