@@ -53,6 +53,15 @@ def run_tree(src: Path, clips: Path, params: Path, n: int, out: Path) -> tuple[d
         return pickle.load(f)
 
 
+def unpack_src(commit: str, dest: Path) -> Path:
+    """``commit``'s ``src`` folder (git archive) under ``dest``; returns it."""
+    tar = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, check=True,
+                         capture_output=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=BytesIO(tar)) as tf:
+        tf.extractall(dest, filter="data")
+    return dest / "src"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", default="HEAD~1", help="the git commit to compare with")
@@ -62,12 +71,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        tar = subprocess.run(["git", "archive", args.against, "src"], cwd=ROOT, check=True,
-                             capture_output=True).stdout  # fmt: skip
-        with tarfile.open(fileobj=BytesIO(tar)) as tf:
-            tf.extractall(tmp / "old", filter="data")
-        old, t_old = run_tree(tmp / "old" / "src", args.clips, args.params, args.n,
-                              tmp / "old.pkl")  # fmt: skip
+        old, t_old = run_tree(unpack_src(args.against, tmp / "old"), args.clips, args.params,
+                              args.n, tmp / "old.pkl")  # fmt: skip
         new, t_new = run_tree(ROOT / "src", args.clips, args.params, args.n, tmp / "new.pkl")
     frames = sum(v[0] for v in old.values())
     rate_old = 100 * sum(len(v[1]) for v in old.values()) / frames
