@@ -1,9 +1,10 @@
 """``emoflow predict``: one answer per video file, whatever happens to the others.
 
-Several files go to a pool of processes, one per core (``workers``): a clip's decode and faces
-work is one core's Python (dlib holds the GIL), so files in parallel are what fills the others.
-Each worker opens the same model folder on the same backend once, with a share of the cores
-for the model's threads; answers come back in the order of the files.
+Several files are shared between this process and a pool of others, one per idle core in all
+(``workers``): a clip's decode and faces work is one core's Python (dlib holds the GIL), so
+files in parallel are what fills the others. Each worker opens the same model folder on the same
+backend once, with a share of the cores for the model's threads; answers come in the order of
+the files.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -41,13 +43,14 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = F
                   workers: int = 1) -> int:  # fmt: skip
     """Predict every file; print a line (or a JSON line) per file, an ``error:`` line on
     stderr for each file that fails (not a video, no face; with ``as_json`` also a JSON line
-    ``{"file", "error"}``). ``workers``: processes (0 = one per core; never more than files).
+    ``{"file", "error"}``). ``workers``: processes (0: ``idle_cores``; never more than files).
     Returns the number of files that failed."""
     out, err = out or sys.stdout, err or sys.stderr
     failed = 0
     bar = tqdm(total=len(paths), desc="predict", unit="video", file=err,
                disable=len(paths) < 2, leave=False)  # fmt: skip
-    for path, r in _answers(predictor, paths, worker_count(workers, len(paths))):
+    n = worker_count(workers or idle_cores(), len(paths))
+    for path, r in _answers(predictor, paths, n):
         bar.update()
         if isinstance(r, str):
             failed += 1
@@ -60,6 +63,14 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = F
         tqdm.write(line, file=out)
     bar.close()
     return failed
+
+
+def idle_cores() -> int:
+    """The cores the 1-minute load average leaves idle, at least 1. A worker on a core that is
+    already busy only adds its start (a few seconds of CPU: torch, dlib, MediaPipe) and contention:
+    9 files at load 5.7 on 2 cores took 29.9 s with 2 processes against 25.3 s with 1."""
+    cores = cpu_threads()
+    return max(1, min(cores, cores - round(os.getloadavg()[0])))
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,9 @@ class _Recipe:
 
 def _answers(predictor: Predictor, paths: Sequence[Path], n: int
              ) -> Iterator[tuple[Path, ClipResult | str]]:  # fmt: skip
-    """(path, result or error message) per file, in order; ``n`` processes when above 1."""
+    """(path, result or error message) per file, in order. With ``n`` above 1 this process
+    takes files too, beside ``n - 1`` pool workers: its model is loaded already, and it works
+    while theirs load."""
     if n <= 1:
         for path in paths:
             yield path, _predict(predictor, path)
@@ -84,21 +97,30 @@ def _answers(predictor: Predictor, paths: Sequence[Path], n: int
     ref = predictor.ref
     recipe = _Recipe(str(predictor.spec.folder), predictor.backend, ref.name, ref.version,
                      ref.alias, max(1, cpu_threads() // n))  # fmt: skip
-    pending: deque[tuple[Path, Future[ClipResult | str]]] = deque()
+    todo = deque(enumerate(paths))
+    flying: dict[int, Future[ClipResult | str]] = {}
+    done: dict[int, ClipResult | str] = {}
+    first = 0  # the next index to hand on
     ctx = multiprocessing.get_context("forkserver")  # see emoflow.parallel: no fork()
-    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(n - 1, mp_context=ctx) as pool:
         try:
-            for path in paths:  # at most two files a worker in flight
-                pending.append((path, pool.submit(_in_worker, recipe, path)))
-                if len(pending) >= 2 * n:
-                    done, future = pending.popleft()
-                    yield done, future.result()
-            while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
+            while todo or flying:
+                while todo and len(flying) < 2 * (n - 1):  # two files a worker in flight
+                    i, path = todo.popleft()
+                    flying[i] = pool.submit(_in_worker, recipe, path)
+                if todo:
+                    i, path = todo.popleft()
+                    done[i] = _predict(predictor, path)
+                else:
+                    wait(flying.values(), return_when=FIRST_COMPLETED)
+                for i in [i for i, f in flying.items() if f.done()]:
+                    done[i] = flying.pop(i).result()
+                while first in done:
+                    yield paths[first], done.pop(first)
+                    first += 1
         finally:
-            for _, future in pending:
-                future.cancel()
+            for f in flying.values():
+                f.cancel()
 
 
 def _predict(predictor: Predictor, path: Path) -> ClipResult | str:
