@@ -30,6 +30,8 @@ class Prefetch:
         self._thread: threading.Thread | None = None
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not the source's (and no recursion before __init__ ran)
+            raise AttributeError(name)
         return getattr(self._source, name)
 
     def __iter__(self) -> Iterator[Any]:
