@@ -4,14 +4,17 @@ end-to-end ``predict`` time of a 6-second 640×480 clip.
 model     FAN and Deep-Emotion at their params.yaml input sizes, clips of `faces.frames` frames,
           batch 1 and 16 clips; both runtimes get the same threads (one per core)
 predict   one 6-second 640×480 30 fps clip (a real photograph's face drifting across the frame)
-          through the inference core on ONNX Runtime: decode / faces / model
+          through the inference core on ONNX Runtime, by part (decode, the faces pipeline's
+          parts, blendshapes, model), against the decode floor (PyAV decoding every frame,
+          threaded, no conversion) measured in turns with it: `decode floor ratio: <x>x`; and
+          the same predict with the decode thread (find_faces(prefetch=True))
 
 Uses models/<arch>/model.pt when it is there, else an untrained model of the same shape (speed
-does not depend on the weights). Last line: `infer speedup: <ratio>x` (ONNX Runtime over eager,
-FAN, batch 16). With `--cuda`, the GPU runtimes only (PyTorch on CUDA, ONNX Runtime's CUDA
-provider where this onnxruntime has it, TensorRT where installed; each one it cannot run is
-named with the reason) and the model part only; last line `infer cuda: ...` (ms per clip, FAN,
-batch 16).
+does not depend on the weights). ONNX Runtime's intra-op threads are timed from 1 to the cores.
+Last line: `infer speedup: <ratio>x` (ONNX Runtime over eager, FAN, batch 16). With `--cuda`,
+the GPU runtimes only (PyTorch on CUDA, ONNX Runtime's CUDA provider where this onnxruntime has
+it, TensorRT where installed; each one it cannot run is named with the reason) and the model
+part only; last line `infer cuda: ...` (ms per clip, FAN, batch 16).
 
     .venv/bin/python bench/infer.py [--repeats 5] [--models models] [--cuda] [--predict-only]
 """
