@@ -309,7 +309,8 @@ def _observe(endpoint: str, result: ClipResult, total: float, upload: float | No
              result.confidence, result.model.name, result.model.version)  # fmt: skip
     metrics.predicted(result.label, endpoint, result.model.version or "", result.confidence)
     t = result.timings_ms
-    for stage, ms in (("decode", t.decode), ("faces", t.faces), ("model", t.model)):
+    for stage, ms in (("decode", t.decode), ("faces", t.faces), ("expression", t.expression),
+                      ("model", t.model)):  # fmt: skip
         if ms:
             metrics.stage(stage, endpoint, ms / 1e3)
     if upload is not None:

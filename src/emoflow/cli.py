@@ -360,6 +360,10 @@ def predict(
     ),
     backend: str = BackendOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON clip result per line."),
+    workers: int = typer.Option(
+        0, min=0, help="Processes for several files (0 = one per core the load average leaves "
+        "idle, at least 1; at most one per file)."
+    ),
 ) -> None:
     """Emotion of each video: label, confidence, faces found; exit 2 if any file failed."""
     if model_dir is not None and model_uri is not None:
@@ -375,7 +379,7 @@ def predict(
     folder = model_dir or LAYOUT.model_dir("fan")
     predictor = (Predictor.from_uri(model_uri, backend) if model_uri
                  else Predictor.from_dir(folder, backend))  # fmt: skip
-    if predict_files(predictor, videos, as_json):
+    if predict_files(predictor, videos, as_json, workers=workers):
         raise typer.Exit(2)
 
 

@@ -20,6 +20,11 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 
+def cpu_threads() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_count(requested: int, jobs: int) -> int:
     """``requested`` processes (0 = one per core), never more than there are jobs."""
     return max(1, min(requested or os.cpu_count() or 1, jobs))

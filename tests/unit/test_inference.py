@@ -136,6 +136,9 @@ def test_a_video_given_as_frames_gives_boxes_times_and_weights(tiny_models: dict
         assert f.detector in ("hog", "hog_clahe", "cnn", "tracked")
     assert abs(sum(f.weight for f in r.frames) - 1) < 1e-5
     assert r.timings_ms.total >= r.timings_ms.faces > 0 and r.timings_ms.model > 0
+    t = r.timings_ms
+    assert t.total == pytest.approx(t.decode + t.faces + t.expression + t.model)
+    assert t.expression == 0.0  # an appearance model: no extractor ran
     assert r.model.backend == "torch" and r.model.name == "fan"
 
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from emoflow.feedback.policy import Capture, KeepRules
 from emoflow.inference.availability import BACKENDS
 from emoflow.media.formats import MIME_TYPES, dotted
+from emoflow.parallel import cpu_threads
 
 ENV_PREFIX = "EMOFLOW_"
 VIDEO_EXTENSIONS = dotted(MIME_TYPES)
@@ -41,7 +42,9 @@ class ServiceSettings(BaseSettings):
         "server's own timeout is 30 s longer")  # fmt: skip
     max_faces: int = Field(64, ge=1, description="face crops one /predict_faces request may hold")
     reload_s: float = Field(30.0, ge=0, description="poll the alias every N s; 0 = never")
-    cpu_workers: int = Field(2, ge=1, description="processes of the decode + faces service")
+    cpu_workers: int = Field(
+        default_factory=cpu_threads, ge=1, description="processes of the decode + faces "
+        "service; default one per core this process may use (its affinity mask)")  # fmt: skip
     batching: bool = Field(True, description="adaptive batching of the model service")
     max_batch_size: int = Field(32, ge=2)
     max_latency_ms: int = Field(

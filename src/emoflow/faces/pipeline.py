@@ -8,8 +8,10 @@ a chip for every frame) and the *fast* pipeline (detection on a downscaled frame
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,10 +41,26 @@ class ClipFaces:
     detector_calls: Counter[str] = field(default_factory=Counter)  # detector → times it ran
     dropped: int = 0  # tracked boxes refused (scene cut or the face no longer there)
     faces_seen: int = 0  # the most faces one detection saw (the pipeline follows one: see pick)
+    # seconds spent per part (PARTS), for the benchmarks' breakdown of where a clip's time goes
+    seconds: Counter[str] = field(default_factory=Counter)
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(self.sources.values())
+
+
+# The parts of the pipeline's time in ``ClipFaces.seconds``: the cut and patch checks that keep
+# a track, detection, the landmark predictor, K-means selection, re-reading and aligning chips.
+PARTS = ("track", "detect", "landmarks", "select", "chips")
+
+
+@contextmanager
+def _timed(seconds: Counter[str], part: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[part] += time.perf_counter() - t
 
 
 def naive_params(params: FacesParams) -> FacesParams:
@@ -86,6 +104,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     since_detection = params.detect_every
     for i, rgb in enumerate(rgb_frames):
         out.frames_decoded += 1
+        t0 = time.perf_counter()
         thumb = thumbnail(rgb)
         cut = last_thumb is not None and cut_distance(last_thumb, thumb) > params.cut_threshold
         last_thumb = thumb
@@ -101,6 +120,8 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
             out.dropped += dropped
         if cut:
             previous = None  # nothing carries over a scene cut
+        t1 = time.perf_counter()
+        out.seconds["track"] += t1 - t0
         if box is not None:
             since_detection += 1
         else:
@@ -115,12 +136,14 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
                 out.faces_seen = max(out.faces_seen, det.faces)
                 reference = face_patch(rgb, box)
                 since_detection = 1
+            out.seconds["detect"] += time.perf_counter() - t1
         if box is None:
             previous = None  # lost: the next frame detects again
             continue
         budget.face(i)
-        shape = landmarks(rgb, box, params.landmarks)
-        pts = shape_points(shape)
+        with _timed(out.seconds, "landmarks"):
+            shape = landmarks(rgb, box, params.landmarks)
+            pts = shape_points(shape)
         if source != "tracked":
             relation = box_relation(box, pts)
         out.points[i], out.sources[i] = pts, source
@@ -132,15 +155,17 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     ids = sorted(out.points)
     if not ids:
         return out
-    feats = shape_features(np.stack([out.points[i] for i in ids]))
-    out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
+    with _timed(out.seconds, "select"):
+        feats = shape_features(np.stack([out.points[i] for i in ids]))
+        out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
     # Aligning is the last per-frame cost: only the frames that were kept.
-    keep = ids if chip_every_frame else out.selected
-    kept = frames.get(keep)
-    if len(kept) < len(keep):
-        kept.update(rgb_frames.at(set(keep) - set(kept)))  # type: ignore[union-attr]
-    chips = {i: chip(kept[i], shapes[i], params.size, params.padding) for i in keep}
-    out.chips = [chips[i] for i in out.selected]
+    with _timed(out.seconds, "chips"):
+        keep = ids if chip_every_frame else out.selected
+        kept = frames.get(keep)
+        if len(kept) < len(keep):
+            kept.update(rgb_frames.at(set(keep) - set(kept)))  # type: ignore[union-attr]
+        chips = {i: chip(kept[i], shapes[i], params.size, params.padding) for i in keep}
+        out.chips = [chips[i] for i in out.selected]
     return out
 
 

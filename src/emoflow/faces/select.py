@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import ThreadpoolController
+
+# A clip's few hundred rows cluster faster on one thread than OpenMP starts its team: 13 ms
+# against 60–100 ms for a 170-frame clip on 2 cores (bench/infer.py's `select`). The limit is
+# the calling thread's own (OpenMP's nthreads is per thread), and the clusters do not depend on it.
+_THREADS = ThreadpoolController()
 
 
 def shape_features(points: np.ndarray) -> np.ndarray:
@@ -23,7 +29,8 @@ def select_frames(features: np.ndarray, frame_ids: list[int], n: int, peak: int 
     """
     if len(frame_ids) <= n:
         return sorted(frame_ids)
-    km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(features)
+    with _THREADS.limit(limits=1, user_api="openmp"):
+        km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(features)
     dist = np.linalg.norm(features - km.cluster_centers_[km.labels_], axis=1)
     chosen: dict[int, int] = {}
     for row, cluster in enumerate(km.labels_):

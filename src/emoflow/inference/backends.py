@@ -26,6 +26,7 @@ from emoflow.errors import EmoflowError
 from emoflow.fsio import file_sha256
 from emoflow.inference.availability import check_backend
 from emoflow.inference.graph import input_names, load_clip_model
+from emoflow.parallel import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,6 @@ class TorchBackend:
         e = [torch.from_numpy(a).to(self.device) for a in expression]
         probs, weights = self.model(x, m, *e)
         return probs.cpu().numpy(), weights.cpu().numpy()
-
-
-def cpu_threads() -> int:
-    """Cores this process may use (the affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def onnx_session(path: os.PathLike | str, threads: int | None = None) -> Any:
@@ -137,8 +133,9 @@ def auto_choice(no_trt: str | None, no_onnx: str | None, cuda: bool, onnx_cuda: 
     return "torch", f"auto: PyTorch on {where}; no TensorRT: {no_trt}; no ONNX: {no_onnx}"
 
 
-def open_backend(name: str, spec: ModelSpec) -> Backend:
-    """The backend ``name`` (see the module doc for ``auto``), with its ``reason``."""
+def open_backend(name: str, spec: ModelSpec, threads: int | None = None) -> Backend:
+    """The backend ``name`` (see the module doc for ``auto``), with its ``reason``; ``threads``
+    bounds ONNX Runtime's intra-op threads (default one per core)."""
     check_backend(name)
     from emoflow.inference import trt
 
@@ -153,7 +150,7 @@ def open_backend(name: str, spec: ModelSpec) -> Backend:
         impl = TorchBackend(spec)
         reason = reason if "PyTorch on" in reason else f"{reason} on {impl.device.type}"
     elif name == "onnx":
-        impl = OnnxBackend(spec)
+        impl = OnnxBackend(spec, threads)
         if torch.cuda.is_available() and "CUDAExecutionProvider" not in impl.providers:
             log.warning("backend onnx runs on the CPU although a CUDA GPU is here: this "
                         "onnxruntime has no CUDA provider")  # fmt: skip

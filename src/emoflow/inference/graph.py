@@ -126,24 +126,34 @@ def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndar
     the datasets' ``to_uint8`` (resize) and ``collate_clips``. Colour chips for a grayscale
     model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file).
     On expression features, also ``expression`` float32 (B, T, 52): the extractor's scores of
-    each chip as given (what training cached), zeros at padding."""
+    each chip as given (what training cached), zeros at padding (``expression_inputs``)."""
+    return (*frame_inputs(clips, spec), *expression_inputs(clips, spec))
+
+
+def frame_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``frames`` and ``mask`` of ``clip_inputs``."""
     batch = [(to_uint8([_channels(c, spec.grayscale) for c in chips], spec.image_size), 0)
              for chips in clips]  # fmt: skip
     frames, mask, _ = collate_clips(batch)
+    return frames.numpy(), mask.numpy()
+
+
+def expression_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:
+    """The expression inputs of ``clip_inputs`` (none for an appearance model): the
+    extractor's part of a prediction, timed on its own by the predictor."""
     if frame_features(spec) == "appearance":
-        return frames.numpy(), mask.numpy()
+        return ()
     from emoflow.faces.blendshapes import NUM_BLENDSHAPES, extractor
 
-    expression = np.zeros((*mask.shape, NUM_BLENDSHAPES), np.float32)
+    length = max(len(c) for c in clips)
+    expression = np.zeros((len(clips), length, NUM_BLENDSHAPES), np.float32)
     mirrored = np.zeros_like(expression) if tta_flip(spec) else None
     for i, chips in enumerate(clips):
         expression[i, : len(chips)] = extractor().blendshapes(list(chips))[0]
         if mirrored is not None:  # the mirror images' own scores, as training cached them
             flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
             mirrored[i, : len(chips)] = extractor().blendshapes(flipped)[0]
-    if mirrored is None:
-        return frames.numpy(), mask.numpy(), expression
-    return frames.numpy(), mask.numpy(), expression, mirrored
+    return (expression,) if mirrored is None else (expression, mirrored)
 
 
 def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:

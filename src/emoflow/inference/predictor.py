@@ -24,8 +24,9 @@ from emoflow.faces.pipeline import ClipFaces, process_frames
 from emoflow.faces.store import FaceClip, as_stored
 from emoflow.inference.availability import check_backend
 from emoflow.inference.backends import Backend, open_backend
-from emoflow.inference.graph import clip_inputs
+from emoflow.inference.graph import expression_inputs, frame_inputs
 from emoflow.inference.schema import ClipResult, FrameResult, ModelRef, Timings
+from emoflow.media.prefetch import Prefetch
 from emoflow.media.video import DecodeLimits, VideoFrames, probe
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, folder: Path | str, backend: str = "auto", *, name: str | None = None,
-                 version: str | None = None, alias: str | None = None) -> Predictor:  # fmt: skip
+                 version: str | None = None, alias: str | None = None,
+                 threads: int | None = None) -> Predictor:  # fmt: skip
         check_backend(backend)  # before the model: a wrong backend is the thing to report
         spec = read_spec(Path(folder))
-        impl = open_backend(backend, spec)
+        impl = open_backend(backend, spec, threads)
         ref = ModelRef(name=name or spec.arch, version=version, alias=alias, backend=impl.name)
         log.info("predictor: %s (%s) from %s on %s (%s)", ref.name, spec.arch, folder, impl.name,
                  impl.reason)  # fmt: skip
@@ -128,13 +130,17 @@ class Predictor:
                 if not c:
                     raise EmoflowError(f"clip {start + i} has no face chips")
             t0 = time.perf_counter()
-            probs, weights = self._backend.run(*clip_inputs(chunk, self.spec))
-            ms = 1e3 * (time.perf_counter() - t0) / len(chunk)
+            expression = expression_inputs(chunk, self.spec)
+            t1 = time.perf_counter()
+            probs, weights = self._backend.run(*frame_inputs(chunk, self.spec), *expression)
+            t2 = time.perf_counter()
+            ex = 1e3 * (t1 - t0) / len(chunk) if expression else 0.0
+            ms = 1e3 * (t2 - t1) / len(chunk)
             for row, (chips, p) in enumerate(zip(chunk, probs, strict=True)):
                 frames = [FrameResult(index=i, weight=float(weights[row, i]))
                           for i in range(len(chips))]  # fmt: skip
                 out.append(self._result(p, frames, len(chips), len(chips),
-                                        Timings(model=ms, total=ms)))  # fmt: skip
+                                        Timings(expression=ex, model=ms, total=ex + ms)))
         return out
 
     def predict_face_files(self, paths: Iterable[Path]) -> list[ClipResult]:
@@ -170,14 +176,15 @@ class FoundFaces:
     timings: Timings  # decode and faces
     faces_seen: int = 1
     warnings: list[str] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)  # ms per faces part (pipeline.PARTS)
 
     def result(self, scored: ClipResult) -> ClipResult:
         """The model's result on ``chips``, with the frames' places and all the timings."""
         frames = [f.model_copy(update={"weight": s.weight})
                   for f, s in zip(self.frames, scored.frames, strict=True)]  # fmt: skip
-        t = self.timings
-        timings = Timings(decode=t.decode, faces=t.faces, model=scored.timings_ms.model,
-                          total=t.decode + t.faces + scored.timings_ms.model)  # fmt: skip
+        t, m = self.timings, scored.timings_ms
+        timings = Timings(decode=t.decode, faces=t.faces, expression=m.expression, model=m.model,
+                          total=t.decode + t.faces + m.expression + m.model)  # fmt: skip
         return scored.model_copy(update={"frames": frames, "faces_found": self.faces_found,
                                          "frames_decoded": self.frames_decoded,
                                          "faces_seen": self.faces_seen,
@@ -193,8 +200,14 @@ TRUNCATED_SHARE = 0.9  # fewer decoded frames than this share of the announced c
 
 def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
                name: str | None = None, limits: DecodeLimits | None = None,
-               stop: Callable[[], bool] | None = None) -> FoundFaces:  # fmt: skip
+               stop: Callable[[], bool] | None = None, prefetch: bool = False
+               ) -> FoundFaces:  # fmt: skip
     """Decode ``video`` and find, align and select its faces with ``spec``'s preprocessing.
+
+    ``prefetch`` decodes a file in a thread a few frames ahead (``media.prefetch``); off by
+    default: FFmpeg's own frame threads already decode on the other core, and on the shared
+    2-core machine the thread cost ~10 % more CPU with no wall time saved (bench/infer.py
+    measures both).
 
     ``limits`` bound what decoding may cost (duration by the frames' timestamps, frame size);
     ``stop`` is asked before each frame and ends the work with ``Cancelled``. Raises InputError
@@ -202,8 +215,14 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
     t0 = time.perf_counter()
     pre = spec.preprocessing
     with _decoded(video, fps, name, limits, stop) as (frames, rate, what):
-        timed = _Timed(frames)
-        faces = process_frames(timed, pre)
+        # With prefetch, a file decodes in a thread, a few frames ahead of the faces work.
+        source = Prefetch(frames) if prefetch and isinstance(frames, VideoFrames) else frames
+        timed = _Timed(source)  # the time the faces work waited for frames
+        try:
+            faces = process_frames(timed, pre)
+        finally:
+            if isinstance(source, Prefetch):
+                source.close()
         times = getattr(frames, "times", None)
         announced = getattr(frames, "announced", 0)
     t1 = time.perf_counter()
@@ -230,8 +249,10 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
         warnings.append(f"{faces.faces_seen} faces in view: the {FACE_CHOICE} one was "
                         "analysed, and followed while it stayed")  # fmt: skip
     timings = Timings(decode=1e3 * timed.seconds, faces=1e3 * (t1 - t0 - timed.seconds))
+    parts = {k: 1e3 * v for k, v in faces.seconds.items()}
     return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings,
-                      faces_seen=max(faces.faces_seen, 1), warnings=warnings)  # fmt: skip
+                      faces_seen=max(faces.faces_seen, 1), warnings=warnings,
+                      parts=parts)  # fmt: skip
 
 
 def _box(faces: ClipFaces, i: int) -> tuple[float, float, float, float]:

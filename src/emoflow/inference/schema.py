@@ -27,8 +27,13 @@ class ModelRef(BaseModel):
 
 
 class Timings(BaseModel):
+    """Milliseconds per part of a prediction; ``total`` is their sum (or, in the service, the
+    request's wall time)."""
+
     decode: float = 0.0
     faces: float = 0.0
+    expression: float = Field(0.0, description="the blendshape extractor on the chips (models "
+                              "on expression features; 0 for the others)")  # fmt: skip
     model: float = 0.0
     total: float = 0.0
 
