@@ -361,8 +361,7 @@ def predict(
     backend: str = BackendOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON clip result per line."),
     workers: int = typer.Option(
-        0, min=0, help="Processes for several files (0 = one per core the load average leaves "
-        "idle, at least 1; at most one per file)."
+        0, min=0, help="Processes for several files (0 = one per core; at most one per file)."
     ),
 ) -> None:
     """Emotion of each video: label, confidence, faces found; exit 2 if any file failed."""

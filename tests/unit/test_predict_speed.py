@@ -196,12 +196,3 @@ def test_predict_on_several_files_answers_the_same_in_a_pool(tmp_path: Path) -> 
         assert a["label"] == b["label"] and a["model"] == b["model"]
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]
                    ) < 1e-5  # fmt: skip
-
-
-def test_auto_workers_are_the_idle_cores_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emoflow.inference.files as files
-
-    monkeypatch.setattr(files, "cpu_threads", lambda: 4)
-    for load, want in ((0.2, 4), (1.4, 3), (3.6, 1), (9.0, 1)):
-        monkeypatch.setattr(files.os, "getloadavg", lambda load=load: (load, load, load))
-        assert files.idle_cores() == want, load

@@ -1,6 +1,6 @@
 """``emoflow predict``: one answer per video file, whatever happens to the others.
 
-Several files are shared between this process and a pool of others, one per idle core in all
+Several files are shared between this process and a pool of others, one per core in all
 (``workers``): a clip's decode and faces work is one core's Python (dlib holds the GIL), so
 files in parallel are what fills the others. Each worker opens the same model folder on the same
 backend once, with a share of the cores for the model's threads; answers come in the order of
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -43,13 +42,13 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = F
                   workers: int = 1) -> int:  # fmt: skip
     """Predict every file; print a line (or a JSON line) per file, an ``error:`` line on
     stderr for each file that fails (not a video, no face; with ``as_json`` also a JSON line
-    ``{"file", "error"}``). ``workers``: processes (0: ``idle_cores``; never more than files).
-    Returns the number of files that failed."""
+    ``{"file", "error"}``). ``workers``: processes (0: one per core this process may use;
+    never more than files). Returns the number of files that failed."""
     out, err = out or sys.stdout, err or sys.stderr
     failed = 0
     bar = tqdm(total=len(paths), desc="predict", unit="video", file=err,
                disable=len(paths) < 2, leave=False)  # fmt: skip
-    n = worker_count(workers or idle_cores(), len(paths))
+    n = worker_count(workers or cpu_threads(), len(paths))
     for path, r in _answers(predictor, paths, n):
         bar.update()
         if isinstance(r, str):
@@ -63,14 +62,6 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], as_json: bool = F
         tqdm.write(line, file=out)
     bar.close()
     return failed
-
-
-def idle_cores() -> int:
-    """The cores the 1-minute load average leaves idle, at least 1. A worker on a core that is
-    already busy only adds its start (a few seconds of CPU: torch, dlib, MediaPipe) and contention:
-    9 files at load 5.7 on 2 cores took 29.9 s with 2 processes against 25.3 s with 1."""
-    cores = cpu_threads()
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
 
 
 @dataclass(frozen=True)
