@@ -193,6 +193,7 @@ def run_ddp(model: str, processes: int, epochs: int, params: Path, work: Path) -
 # FAN's frame encoders (train.fan keys over params.yaml's; each route names every key that sets
 # the route, whatever params.yaml's default is): docs/training.md
 DLIB = {"image_size": 150, "backbone": "dlib_resnet29", "pretrained": None}
+FACENET = {"image_size": 160, "backbone": "facenet_irv1", "pretrained": None}
 ROUTES = {
     "resnet18 (scratch)": {"image_size": 96, "backbone": "resnet18", "pretrained": None,
                            "backbone_lr_scale": 1.0, "features": "appearance"},
@@ -201,6 +202,9 @@ ROUTES = {
                                             "features": "appearance"},
     "blendshapes": {"features": "blendshapes"},
     "fused (dlib frozen + blendshapes)": {**DLIB, "backbone_lr_scale": 0.0, "features": "fused"},
+    "facenet_irv1 frozen": {**FACENET, "backbone_lr_scale": 0.0, "features": "appearance"},
+    "fused (facenet frozen + blendshapes)": {**FACENET, "backbone_lr_scale": 0.0,
+                                             "features": "fused"},
 }  # fmt: skip
 
 

