@@ -280,6 +280,11 @@ class FanTrainParams(Strict):
         "(MediaPipe's 52 expression scores, no backbone); fused (the frozen backbone's ⊕ the "
         "blendshapes); blendshapes are computed once per face file and cached"
     )
+    expression: Literal["blendshapes", "landmarks", "both"] = Field(
+        "blendshapes", description="what MediaPipe gives a frame for features blendshapes and "
+        "fused: its 52 blendshape scores; landmarks (its 478 3-D landmarks, centred and scaled "
+        "by the inter-ocular distance: 1434 numbers); both (1486)"
+    )
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none)"
     )
@@ -308,6 +313,9 @@ class FanTrainParams(Strict):
             if self.pretrained is not None:
                 raise ValueError(f"pretrained is a ResNet18 state dict: {self.backbone}'s "
                                  f"weights come from {package}; set it to null")  # fmt: skip
+        if self.expression != "blendshapes" and self.features == "appearance":
+            raise ValueError(f"expression {self.expression} needs features blendshapes or "
+                             "fused (appearance takes no expression features)")  # fmt: skip
         if self.features == "fused" and not self.frozen_backbone:
             raise ValueError("features fused joins the blendshapes to a frozen backbone's cached "
                              "features: set backbone_lr_scale to 0")  # fmt: skip

@@ -16,6 +16,8 @@ features are computed once and cached (``training/features.py``), and the heads 
 (MediaPipe's 52 expression scores, ``faces/blendshapes.py``; no trunk: the model takes features
 only) or ``fused`` (the trunk's ⊕ the 52 scores: frames plus an ``expression`` input (B, T, 52)).
 The scores come from outside the graph (MediaPipe), so the model's input is them, not pixels.
+``expression`` picks what MediaPipe gives a frame: the 52 scores (``blendshapes``, the default),
+its 478 landmarks normalised (``landmarks``, 1434) or both (1486).
 
 Weighting at evaluation: the official code (github.com/Open-Debin/Emotion-FAN, ``Code/Model.py``,
 ``AT_level='second_level'``) weights the numerator by ``α_i`` alone at evaluation but by
@@ -41,6 +43,10 @@ from emoflow.models.backbone import load_trunk_weights
 
 FEATURE_DIM = 512  # ResNet18's
 EXPRESSION_DIM = 52  # MediaPipe's blendshapes (emoflow.faces.blendshapes.NUM_BLENDSHAPES)
+# What MediaPipe gives a frame (``expression``; emoflow.faces.blendshapes.EXPRESSION_DIMS):
+# the 52 scores, the 478 normalised 3-D landmarks, or both.
+EXPRESSION_DIMS = {"blendshapes": EXPRESSION_DIM, "landmarks": 478 * 3,
+                   "both": EXPRESSION_DIM + 478 * 3}  # fmt: skip
 Backbone = Literal["resnet18", "dlib_resnet29", "facenet_irv1"]
 FrameFeatures = Literal["appearance", "blendshapes", "fused"]
 
@@ -95,7 +101,7 @@ class FAN(nn.Module):
     def __init__(self, num_classes: int, relation: bool = True, dropout: float = 0.5,
                  head_dropout: float | None = None, backbone: Backbone = "resnet18",
                  pretrained_backbone: bool = False, features: FrameFeatures = "appearance",
-                 ) -> None:  # fmt: skip
+                 expression: str = "blendshapes") -> None:  # fmt: skip
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -106,7 +112,11 @@ class FAN(nn.Module):
         self.relation = relation
         self.backbone = backbone
         self.features = features
-        self.expression_dim = 0 if features == "appearance" else EXPRESSION_DIM
+        if expression not in EXPRESSION_DIMS:
+            raise ValueError(f"unknown expression {expression!r}; expected one of "
+                             f"{sorted(EXPRESSION_DIMS)}")  # fmt: skip
+        self.expression = expression
+        self.expression_dim = 0 if features == "appearance" else EXPRESSION_DIMS[expression]
         self.trunk: nn.Module | None = None
         trunk_dim = 0
         if features != "blendshapes":
@@ -235,6 +245,7 @@ def build_fan(
     backbone: Backbone = "resnet18",
     pretrained_backbone: bool = False,
     features: FrameFeatures = "appearance",
+    expression: str = "blendshapes",
 ) -> FAN:
     """A FAN with a random trunk, or one initialised from a local state-dict file.
 
@@ -248,7 +259,7 @@ def build_fan(
         raise ValueError("pretrained is a ResNet18 state dict; the backbone is " + backbone)
     model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout,
                 backbone=backbone, pretrained_backbone=pretrained_backbone,
-                features=features)  # fmt: skip
+                features=features, expression=expression)  # fmt: skip
     if pretrained is not None and model.trunk is not None:
         load_trunk_weights(model.trunk, Path(pretrained))
     return model
