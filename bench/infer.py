@@ -46,12 +46,11 @@ from emoflow.artifact import (
     save_model_file,
 )
 from emoflow.config import load_params
-from emoflow.faces.blendshapes import NUM_BLENDSHAPES
 from emoflow.faces.pipeline import PARTS
 from emoflow.fsio import atomic_write_text
 from emoflow.inference import Predictor
 from emoflow.inference.backends import OnnxBackend, TorchBackend, cpu_threads, onnx_has_cuda
-from emoflow.inference.graph import input_names, load_clip_model
+from emoflow.inference.graph import expression_dim, input_names, load_clip_model
 from emoflow.inference.predictor import find_faces
 from emoflow.media.video import MediaWriter
 from emoflow.models import registry
@@ -89,7 +88,7 @@ def clip_batch(spec: ModelSpec, clips: int) -> tuple[np.ndarray, ...]:
     expression features, random blendshape scores (the extractor runs outside the graph)."""
     rng = np.random.default_rng(0)
     t, s, c = spec.preprocessing.frames, spec.image_size, spec.channels
-    scores = [rng.random((clips, t, NUM_BLENDSHAPES), dtype=np.float32)
+    scores = [rng.random((clips, t, expression_dim(spec)), dtype=np.float32)
               for _ in input_names(spec)[2:]]  # fmt: skip
     return (rng.integers(0, 256, (clips, t, s, s, c), dtype=np.uint8),
             np.ones((clips, t), dtype=bool), *scores)  # fmt: skip

@@ -13,6 +13,7 @@ same step; validation excluded, first epoch dropped).
     python bench/train.py --device cuda --workers 14      # + model alone vs full loop
     .venv/bin/python bench/train.py --ddp [--model fan] [--epochs 3]   # 1 vs 2 DDP processes
     .venv/bin/python bench/train.py --routes [--epochs 3]  # FAN's frame encoders: epoch times
+    .venv/bin/python bench/train.py --routes --route "facenet_irv1 frozen"   # one route
 
 ``--routes`` trains FAN with the real ``emoflow train`` on the workspace's data (params.yaml's
 ``train.fan`` with each route's keys over it, an empty feature cache in a temporary folder):
@@ -193,6 +194,7 @@ def run_ddp(model: str, processes: int, epochs: int, params: Path, work: Path) -
 # FAN's frame encoders (train.fan keys over params.yaml's; each route names every key that sets
 # the route, whatever params.yaml's default is): docs/training.md
 DLIB = {"image_size": 150, "backbone": "dlib_resnet29", "pretrained": None}
+FACENET = {"image_size": 160, "backbone": "facenet_irv1", "pretrained": None}
 ROUTES = {
     "resnet18 (scratch)": {"image_size": 96, "backbone": "resnet18", "pretrained": None,
                            "backbone_lr_scale": 1.0, "features": "appearance"},
@@ -201,6 +203,11 @@ ROUTES = {
                                             "features": "appearance"},
     "blendshapes": {"features": "blendshapes"},
     "fused (dlib frozen + blendshapes)": {**DLIB, "backbone_lr_scale": 0.0, "features": "fused"},
+    "facenet_irv1 frozen": {**FACENET, "backbone_lr_scale": 0.0, "features": "appearance"},
+    "fused (facenet frozen + blendshapes)": {**FACENET, "backbone_lr_scale": 0.0,
+                                             "features": "fused"},
+    "facenet_irv1 fine-tuned (lr x 0.1)": {**FACENET, "backbone_lr_scale": 0.1,
+                                           "features": "appearance"},
 }  # fmt: skip
 
 
@@ -241,6 +248,8 @@ def main() -> None:
     ap.add_argument("--step", action="store_true", help="time the model step on the CPU too")
     ap.add_argument("--ddp", action="store_true", help="the DDP benchmark: 1 vs 2 processes")
     ap.add_argument("--routes", action="store_true", help="FAN's frame encoders: epoch times")
+    ap.add_argument("--route", action="append", choices=list(ROUTES), metavar="NAME",
+                    help="--routes: only this route (repeatable); default: all")
     ap.add_argument("--model", default="fan", choices=registry.NAMES, help="--ddp only")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"),
                     help="--ddp and --routes only")
@@ -248,6 +257,8 @@ def main() -> None:
     if args.routes:
         with tempfile.TemporaryDirectory() as tmp:
             for name, keys in ROUTES.items():
+                if args.route and name not in args.route:
+                    continue
                 wall, epoch_s, rate = run_route(name, keys, args.epochs, args.params, Path(tmp))
                 print(f"{name:38s} train {wall:7.1f} s in all, {epoch_s:6.2f} s per epoch "
                       f"({rate:7.1f} clips/s)", flush=True)  # fmt: skip

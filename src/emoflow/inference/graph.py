@@ -11,8 +11,9 @@ per-frame weights ``(B, T)`` (rows sum to 1, 0 at padding):
   and each frame's share in the averaged probability of the predicted class.
 
 A FAN on expression features (``train.fan.features``: blendshapes or fused) takes a third input,
-``expression (B, T, 52)`` float32: MediaPipe's blendshape scores of each chip, made outside the
-graph by the extractor training used (``faces/blendshapes.py``, in ``clip_inputs``); a
+``expression (B, T, 52)`` float32: MediaPipe's blendshape scores of each chip (or its
+normalised landmarks, ``train.fan.expression``: 1434, or both: 1486), made outside the graph by
+the extractor training used (``faces/blendshapes.py``, in ``clip_inputs``); a
 blendshapes-only FAN reads no pixels (``frames`` stays an input, unused, so every backend keeps
 one calling convention).
 
@@ -54,6 +55,18 @@ OUTPUTS = ("probabilities", "weights")
 def frame_features(spec: ModelSpec) -> str:
     """``appearance``, ``blendshapes`` or ``fused``: what the model's frame feature is."""
     return str(spec.meta.config.get("features", "appearance"))
+
+
+def expression_kind(spec: ModelSpec) -> str:
+    """What MediaPipe gives each frame of an expression model: ``blendshapes``, ``landmarks``
+    or ``both`` (``train.fan.expression``)."""
+    return str(spec.meta.config.get("expression", "blendshapes"))
+
+
+def expression_dim(spec: ModelSpec) -> int:
+    from emoflow.faces.blendshapes import EXPRESSION_DIMS
+
+    return EXPRESSION_DIMS[expression_kind(spec)]
 
 
 def tta_flip(spec: ModelSpec) -> bool:
@@ -125,8 +138,9 @@ def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndar
     """Face chips of several clips → padded ``frames`` uint8 and ``mask`` bool arrays, made by
     the datasets' ``to_uint8`` (resize) and ``collate_clips``. Colour chips for a grayscale
     model become OpenCV's luma (what a JPEG decoder gives the datasets for a face file).
-    On expression features, also ``expression`` float32 (B, T, 52): the extractor's scores of
-    each chip as given (what training cached), zeros at padding (``expression_inputs``)."""
+    On expression features, also ``expression`` float32 (B, T, 52, or the landmarks' width):
+    the extractor's features of each chip as given (what training cached), zeros at padding
+    (``expression_inputs``)."""
     return (*frame_inputs(clips, spec), *expression_inputs(clips, spec))
 
 
@@ -143,16 +157,17 @@ def expression_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[n
     extractor's part of a prediction, timed on its own by the predictor."""
     if frame_features(spec) == "appearance":
         return ()
-    from emoflow.faces.blendshapes import NUM_BLENDSHAPES, extractor
+    from emoflow.faces.blendshapes import extractor
 
+    kind = expression_kind(spec)
     length = max(len(c) for c in clips)
-    expression = np.zeros((len(clips), length, NUM_BLENDSHAPES), np.float32)
+    expression = np.zeros((len(clips), length, expression_dim(spec)), np.float32)
     mirrored = np.zeros_like(expression) if tta_flip(spec) else None
     for i, chips in enumerate(clips):
-        expression[i, : len(chips)] = extractor().blendshapes(list(chips))[0]
+        expression[i, : len(chips)] = extractor().expression(list(chips), kind)[0]
         if mirrored is not None:  # the mirror images' own scores, as training cached them
             flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-            mirrored[i, : len(chips)] = extractor().blendshapes(flipped)[0]
+            mirrored[i, : len(chips)] = extractor().expression(flipped, kind)[0]
     return (expression,) if mirrored is None else (expression, mirrored)
 
 
@@ -169,9 +184,7 @@ def example_inputs(spec: ModelSpec, clips: int = 2, frames: int = 4) -> tuple[Te
     mask[-1, frames // 2 :] = False  # a padded clip, so the traced graph keeps the mask path
     if frame_features(spec) == "appearance":
         return x, mask
-    from emoflow.faces.blendshapes import NUM_BLENDSHAPES
-
     g = torch.Generator().manual_seed(0)
-    scores = [torch.rand(clips, frames, NUM_BLENDSHAPES, generator=g)
+    scores = [torch.rand(clips, frames, expression_dim(spec), generator=g)
               for _ in range(len(input_names(spec)) - 2)]  # fmt: skip
     return x, mask, *scores

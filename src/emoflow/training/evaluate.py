@@ -57,6 +57,10 @@ def evaluate_model(
         if features != task.cfg.features:
             raise InputError(model_dir / MODEL_FILE, f"trained on {features} features, "
                              f"params say {task.cfg.features}: retrain")  # fmt: skip
+        expression = meta.config.get("expression", "blendshapes")
+        if features != "appearance" and expression != task.cfg.expression:
+            raise InputError(model_dir / MODEL_FILE, f"trained on MediaPipe's {expression}, "
+                             f"params say {task.cfg.expression}: retrain")  # fmt: skip
         if features != "appearance":  # expression scores exist only as cached features
             model = task.prepare(model, device)
     report = evaluate_refs(task, model, refs, classes, device, params.train.workers)

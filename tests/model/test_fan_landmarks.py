@@ -1,0 +1,78 @@
+"""FAN on MediaPipe's normalised landmarks (``expression: landmarks``): trained on cached
+features, recorded in model.pt, and the inference core and the ONNX export computing the same
+features from the chips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from emoflow.artifact import load_model_file, load_state
+from emoflow.config import load_params
+from emoflow.datasets.clips import read_manifest
+from emoflow.training.tasks import FanTask
+from emoflow.training.trainer import train_model
+
+pytest.importorskip("mediapipe")
+from emoflow.faces import blendshapes as bs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _params(tmp_path: Path) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(workers=0)
+    params["train"]["fan"].update(epochs=3, batch_size=4, image_size=32, backbone="resnet18",
+                                  pretrained=None, backbone_lr_scale=1.0,
+                                  features="blendshapes", expression="landmarks")  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("landmarks")
+    cache = folder / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
+        p = load_params(_params(folder))
+        result = train_model("fan", p, tiny_faces / "faces", tiny_faces / "splits", folder / "m")
+    return result.model_file.parent, cache
+
+
+@pytest.mark.slow  # MediaPipe on the tiny data's chips and mirrors, training, export: ~30 s
+def test_landmark_fan_records_predicts_and_exports(
+    trained: tuple[Path, Path], tiny_faces: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    from emoflow.inference.predictor import Predictor
+    from emoflow.release.export import export_model
+
+    folder, cache = trained
+    monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
+    meta = load_state(folder / "model.pt")
+    assert meta["model_config"]["expression"] == "landmarks"
+    info = meta["backbone"]["expression"]
+    assert info["kind"] == "landmarks" and info["dim"] == 1434
+    assert info["landmarks"]["eye_corners"] == list(bs.EYE_CORNERS)
+    files = list((cache / "features" / bs.expression_fingerprint("landmarks")).glob("*.pt"))
+    assert files and torch.load(files[0], weights_only=True).shape[1:] == (2, 1434)
+    # evaluation (cached features) = the inference core (the extractor on the chips) = ONNX
+    model, spec_meta = load_model_file(folder / "model.pt")
+    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
+                         spec_meta.classes)  # fmt: skip
+    task = FanTask(load_params(_params(folder)).train.fan, 0)
+    task.prepare(model, torch.device("cpu"))
+    expected = task.predict(model, refs, torch.device("cpu"), 0)
+    results = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
+    got = np.array([[r.probabilities[c] for c in spec_meta.classes] for r in results])
+    assert np.abs(got - expected).max() <= 1e-5
+    export_model(folder, tiny_faces / "faces", tiny_faces / "splits")
+    exported = json.loads((folder / "export.json").read_text())
+    assert exported["inputs"]["expression"]["shape"] == ["clips", "frames", 1434]
+    assert exported["parity"]["max_abs_diff"] <= 1e-4
