@@ -147,6 +147,15 @@ def test_conversion_is_cached_by_the_files_hash(tmp_path: Path) -> None:
     assert sum(v.numel() for k, v in first.items() if "num_batches" not in k) > 23_000_000
 
 
+def test_converting_or_reading_back_leaves_the_callers_rng_alone(tmp_path: Path) -> None:
+    draws = []
+    for _ in ("cold", "warm"):
+        torch.manual_seed(0)
+        fn.load_weights(cache_dir=tmp_path)
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[1])
+
+
 def test_graph_is_read_without_tensorflow(graph: Graph) -> None:
     convs = [n for n in graph.nodes if n.op == "Conv2D"]
     assert len(convs) == 132

@@ -22,9 +22,7 @@ layers against this module's, and caches the state dict under a folder keyed by 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +32,8 @@ from torch import Tensor, nn
 
 from emoflow.config import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE
 from emoflow.errors import InputError
-from emoflow.fsio import atomic_path
 from emoflow.models.dlib_format import DlibNet, read_dlib_net
+from emoflow.models.weights_cache import converted
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,6 @@ EMBEDDING_DIM = 128
 # dlib's input_rgb_image_sized<150> as saved in the file (R, G, B); checked on conversion.
 INPUT_MEAN = (122.78199768066406, 117.0009994506836, 104.2979965209961)
 INPUT_SCALE = 256.0
-CACHE_ENV = "EMOFLOW_WEIGHTS_CACHE"
 # (channels, blocks, first block down-samples) from the input side: dlib's alevel4 … alevel0.
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 
@@ -183,29 +180,13 @@ def state_dict_from_dlib(net: DlibNet, path: Path) -> dict[str, Tensor]:
     return state
 
 
-def default_cache_dir() -> Path:
-    """``$EMOFLOW_WEIGHTS_CACHE``, else ``$XDG_CACHE_HOME/emoflow/weights`` (``~/.cache``)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "emoflow" / "weights"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_weights(dat: Path | None = None, cache_dir: Path | None = None) -> dict[str, Tensor]:
     """:class:`DlibResNet29`'s state dict from dlib's ``.dat`` file (default: the one in
     ``face_recognition_models``), converted once and cached as
     ``<cache>/dlib_resnet29-<sha256 of the .dat, 16 hex>.pt``.
 
-    The key is the source file's content, so another or a changed file converts anew; the cache
-    file is written atomically and read back with ``weights_only=True`` (it is data).
+    The key is the source file's content, so another or a changed file converts anew
+    (``weights_cache.converted``).
     """
     if dat is None:
         from emoflow.faces.dlib_models import face_descriptor_file
@@ -214,21 +195,8 @@ def load_weights(dat: Path | None = None, cache_dir: Path | None = None) -> dict
     dat = Path(dat)
     if not dat.is_file():
         raise InputError(dat, "dlib face descriptor weights not found")
-    cached = (cache_dir or default_cache_dir()) / f"dlib_resnet29-{_sha256(dat)[:16]}.pt"
-    if cached.is_file():
-        try:
-            return torch.load(cached, map_location="cpu", weights_only=True)
-        except Exception as e:  # a damaged cache file is rebuilt, not fatal
-            log.warning("%s: unreadable (%s); converting %s again", cached, e, dat)
-    # Converting builds a network, whose random init would shift the caller's RNG: a model's
-    # heads would then start elsewhere on a cold cache than on a warm one.
-    with torch.random.fork_rng(devices=[]):
-        state = state_dict_from_dlib(read_dlib_net(dat), dat)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cached) as tmp:
-        torch.save(state, tmp)
-    log.info("converted %s → %s", dat, cached)
-    return state
+    return converted("dlib_resnet29", dat, lambda: state_dict_from_dlib(read_dlib_net(dat), dat),
+                     cache_dir)  # fmt: skip
 
 
 def dlib_resnet29(dat: Path | None = None, cache_dir: Path | None = None) -> DlibResNet29:

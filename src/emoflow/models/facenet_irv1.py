@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emoflow.errors import EmoflowError, InputError
-from emoflow.fsio import atomic_path
-from emoflow.models.dlib_resnet import _sha256, default_cache_dir
 from emoflow.models.tf_graph import Graph, read_graph
+from emoflow.models.weights_cache import converted
 
 log = logging.getLogger(__name__)
 
@@ -279,18 +278,8 @@ def load_weights(pb: Path | None = None, cache_dir: Path | None = None) -> dict[
     pb = Path(pb) if pb is not None else graph_file()
     if not pb.is_file():
         raise InputError(pb, "FaceNet graph not found")
-    cached = (cache_dir or default_cache_dir()) / f"facenet_irv1-{_sha256(pb)[:16]}.pt"
-    if cached.is_file():
-        try:
-            return torch.load(cached, map_location="cpu", weights_only=True)
-        except Exception as e:  # a damaged cache file is rebuilt, not fatal
-            log.warning("%s: unreadable (%s); converting %s again", cached, e, pb)
-    state = state_dict_from_graph(read_graph(pb), pb)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cached) as tmp:
-        torch.save(state, tmp)
-    log.info("converted %s → %s", pb, cached)
-    return state
+    return converted("facenet_irv1", pb, lambda: state_dict_from_graph(read_graph(pb), pb),
+                     cache_dir)  # fmt: skip
 
 
 def facenet_irv1(pb: Path | None = None, cache_dir: Path | None = None) -> InceptionResnetV1:

@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 from emoflow.datasets.clips import ClipRef, Key, normalise, segment_indices, to_uint8
 from emoflow.faces.store import FaceClip
 from emoflow.fsio import atomic_path
-from emoflow.models.dlib_resnet import default_cache_dir
 from emoflow.models.fan import EXPRESSION_DIM, EXPRESSION_DIMS
+from emoflow.models.weights_cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 
