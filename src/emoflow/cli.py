@@ -277,10 +277,10 @@ def probe(
     from emoflow.training.probe import fan_features, probe_folds, probe_split
 
     p = load_params(params)
+    if folds and p.split.folds < 2:
+        raise typer.BadParameter("split.folds is below 2: no folds to probe")
     features = fan_features(p, params)
     if folds:
-        if p.split.folds < 2:
-            raise typer.BadParameter("split.folds is below 2: no folds to probe")
         result = probe_folds(p, faces, [fold_dir(splits, k) for k in range(p.split.folds)],
                              features)  # fmt: skip
         out, war, uar = LAYOUT.cv_metrics(PROBE), result["war"], result["uar"]

@@ -27,7 +27,7 @@ def cpu_threads() -> int:
 
 def worker_count(requested: int, jobs: int) -> int:
     """``requested`` processes (0 = one per core), never more than there are jobs."""
-    return max(1, min(requested or os.cpu_count() or 1, jobs))
+    return max(1, min(requested or cpu_threads(), jobs))
 
 
 def parallel_map(fn: Callable[[J], R], jobs: Sequence[J], workers: int, desc: str,

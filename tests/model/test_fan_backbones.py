@@ -228,3 +228,13 @@ def test_fine_tuning_warms_up_with_the_backbone_frozen(tiny_faces: Path, tmp_pat
     assert all(torch.equal(v, dlib[k]) for k, v in warm.items())
     tuned = trunk_after(2)  # resumes the checkpoint; the backbone now trains, at lr × 0.1
     assert any(not torch.equal(v, dlib[k]) for k, v in tuned.items())
+
+
+def test_the_feature_cache_key_follows_the_trunks_input_normalisation() -> None:
+    from emoflow.training.features import weights_fingerprint
+
+    trunk = DlibTrunk()
+    before = weights_fingerprint(trunk)
+    assert weights_fingerprint(trunk) == before  # the same trunk, the same key
+    trunk.scale.mul_(1.01)  # a non-persistent buffer: not in the state dict
+    assert weights_fingerprint(trunk) != before

@@ -76,3 +76,25 @@ def test_landmark_fan_records_predicts_and_exports(
     exported = json.loads((folder / "export.json").read_text())
     assert exported["inputs"]["expression"]["shape"] == ["clips", "frames", 1434]
     assert exported["parity"]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_model_of_another_landmark_normalisation_is_refused(trained: tuple[Path, Path],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    import shutil
+
+    from emoflow.artifact import read_spec, save_state
+    from emoflow.errors import InputError
+    from emoflow.inference.graph import load_clip_model
+
+    folder, _ = trained
+    assert load_state(folder / "model.pt")["backbone"]["expression"]["fingerprint"] == (
+        bs.expression_fingerprint("landmarks"))
+    other = tmp_path / "other"
+    shutil.copytree(folder, other, ignore=shutil.ignore_patterns("model.onnx", "export.json"))
+    meta = load_state(other / "model.pt")
+    meta["backbone"]["expression"]["fingerprint"] = f"{bs.fingerprint()}-landmarks-iod0"
+    save_state(other / "model.pt", meta)
+    load_clip_model(read_spec(folder))
+    with pytest.raises(InputError, match="iod0"):
+        load_clip_model(read_spec(other))

@@ -196,3 +196,27 @@ def test_predict_on_several_files_answers_the_same_in_a_pool(tmp_path: Path) -> 
         assert a["label"] == b["label"] and a["model"] == b["model"]
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]
                    ) < 1e-5  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_open_the_model_leaves_its_files_to_this_process(
+    tmp_path: Path,
+) -> None:
+    """Workers open the model folder afresh; with model.pt gone they fail, and every file is
+    still answered, in order, by the process that had it open."""
+    import io
+    import json
+
+    from emoflow.inference import Predictor
+    from emoflow.inference.files import predict_files
+
+    _spec(tmp_path, FacesParams(frames=4))
+    clips = [_write(tmp_path / f"c{k}.mp4", _face_frames(10 + 2 * k, step=3 + k))
+             for k in range(3)]  # fmt: skip
+    p = Predictor.from_dir(tmp_path, backend="torch")
+    (tmp_path / "model.pt").rename(tmp_path / "elsewhere.pt")
+    out, err = io.StringIO(), io.StringIO()
+    assert predict_files(p, clips, as_json=True, out=out, err=err, workers=2) == 0, err.getvalue()
+    answers = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a["file"] for a in answers] == [str(c) for c in clips]
+    assert all("label" in a for a in answers)

@@ -14,6 +14,8 @@ from emoflow.parallel import cpu_threads
 
 ENV_PREFIX = "EMOFLOW_"
 VIDEO_EXTENSIONS = dotted(MIME_TYPES)
+# A default, not a limit: EMOFLOW_CPU_WORKERS may ask for more.
+MAX_DEFAULT_CPU_WORKERS = 8
 
 
 class ServiceSettings(BaseSettings):
@@ -43,8 +45,11 @@ class ServiceSettings(BaseSettings):
     max_faces: int = Field(64, ge=1, description="face crops one /predict_faces request may hold")
     reload_s: float = Field(30.0, ge=0, description="poll the alias every N s; 0 = never")
     cpu_workers: int = Field(
-        default_factory=cpu_threads, ge=1, description="processes of the decode + faces "
-        "service; default one per core this process may use (its affinity mask)")  # fmt: skip
+        default_factory=lambda: min(cpu_threads(), MAX_DEFAULT_CPU_WORKERS), ge=1,
+        description="processes of the decode + faces service; default one per core this "
+        f"process may use (its affinity mask), at most {MAX_DEFAULT_CPU_WORKERS}: each holds "
+        "its own dlib, torch and MediaPipe (~1 GB), and a container sees the host's cores",
+    )
     batching: bool = Field(True, description="adaptive batching of the model service")
     max_batch_size: int = Field(32, ge=2)
     max_latency_ms: int = Field(

@@ -92,20 +92,28 @@ def _answers(predictor: Predictor, paths: Sequence[Path], n: int
     flying: dict[int, Future[ClipResult | str]] = {}
     done: dict[int, ClipResult | str] = {}
     first = 0  # the next index to hand on
+    pool_ok = True  # a worker that cannot open the model, or dies, leaves the files to us
     ctx = multiprocessing.get_context("forkserver")  # see emoflow.parallel: no fork()
     with ProcessPoolExecutor(n - 1, mp_context=ctx) as pool:
         try:
             while todo or flying:
-                while todo and len(flying) < 2 * (n - 1):  # two files a worker in flight
+                while pool_ok and todo and len(flying) < 2 * (n - 1):  # two files a worker
                     i, path = todo.popleft()
                     flying[i] = pool.submit(_in_worker, recipe, path)
                 if todo:
                     i, path = todo.popleft()
                     done[i] = _predict(predictor, path)
-                else:
+                elif flying:
                     wait(flying.values(), return_when=FIRST_COMPLETED)
                 for i in [i for i, f in flying.items() if f.done()]:
-                    done[i] = flying.pop(i).result()
+                    try:
+                        done[i] = flying.pop(i).result()
+                    except Exception as exc:  # the worker failed, not the file (_predict catches)
+                        if pool_ok:
+                            log.warning("predict: a worker process failed (%s: %s); this "
+                                        "process predicts the rest", type(exc).__name__, exc)
+                        pool_ok = False
+                        done[i] = _predict(predictor, paths[i])
                 while first in done:
                     yield paths[first], done.pop(first)
                     first += 1

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from emoflow.artifact import ModelSpec, load_model
 from emoflow.datasets.clips import collate_clips, normalise, to_uint8
+from emoflow.errors import InputError
 from emoflow.models import registry
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,23 @@ def load_clip_model(spec: ModelSpec, half: bool = False) -> ClipModel:
 
 
 def _check_extractor(spec: ModelSpec) -> None:
-    """Warn when the installed MediaPipe model is not the one the model was trained with: its
-    scores would be another function than the one the heads learnt."""
-    from emoflow.faces.blendshapes import fingerprint
+    """Refuse a model whose landmarks were normalised otherwise than this code does (the
+    heads would read other numbers); warn when the installed MediaPipe model is not the one it
+    was trained with (its scores would be another function than the one the heads learnt)."""
+    from emoflow.faces.blendshapes import LANDMARK_NORM, expression_fingerprint
 
+    kind = expression_kind(spec)
+    wanted = expression_fingerprint(kind)
     recorded = ((spec.meta.backbone or {}).get("expression") or {}).get("fingerprint")
-    if recorded != fingerprint():
-        log.warning("%s: trained on blendshapes of %s, this installation computes %s: "
-                    "predictions may differ from evaluation's", spec.model_file, recorded,
-                    fingerprint())  # fmt: skip
+    if recorded == wanted:
+        return
+    if kind != "blendshapes" and not str(recorded).endswith(f"-{kind}-{LANDMARK_NORM}"):
+        raise InputError(spec.model_file, f"its {kind} features were made as {recorded}; this "
+                         f"emoflow makes {wanted} (another landmark normalisation): retrain "
+                         "or use the emoflow that trained it")  # fmt: skip
+    log.warning("%s: trained on expression features of %s, this installation computes %s: "
+                "predictions may differ from evaluation's", spec.model_file, recorded,
+                wanted)  # fmt: skip
 
 
 def clip_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[np.ndarray, ...]:

@@ -40,8 +40,12 @@ BATCH = 64  # frames per trunk call
 
 
 def weights_fingerprint(module: nn.Module) -> str:
+    """The weights and every buffer, the non-persistent ones too: a trunk's input
+    normalisation (dlib's mean and scale, FaceNet's standardisation) lives there, and a change
+    of it must compute the features anew."""
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
+    tensors = {**dict(module.named_buffers()), **module.state_dict()}
+    for name, t in sorted(tensors.items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

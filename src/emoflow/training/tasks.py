@@ -228,7 +228,8 @@ class FanTask:
                 "extractor": "mediapipe face_landmarker (FaceMesh V2 + Blendshapes V2), IMAGE "
                              "mode, on each stored face chip",
                 "source": f"{bs.PACKAGE}/{bs.TASK_FILE}", "sha256": bs.task_sha256(),
-                "fingerprint": bs.fingerprint(), "min_side": bs.MIN_SIDE,
+                "fingerprint": bs.expression_fingerprint(self.cfg.expression),
+                "min_side": bs.MIN_SIDE,
                 "dim": bs.EXPRESSION_DIMS[self.cfg.expression], "kind": self.cfg.expression,
                 "names": list(bs.NAMES) if self.cfg.expression != "landmarks" else [],
             }  # fmt: skip

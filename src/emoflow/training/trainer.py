@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -205,11 +206,13 @@ class Progress:
         the score saturates early (14 clips: 1.000 by epoch 7); keeping the first epoch to
         reach it kept heads that had barely trained (5 sample folds, fused FAN: mean test UAR
         0.860 ± 0.106 against 0.957 ± 0.057 with the loss as the tie-break)."""
-        improved = score > self.best_score or (score == self.best_score
-                                               and row["val_loss"] < self.best_loss)  # fmt: skip
+        loss = row["val_loss"]
+        improved = score > self.best_score or (score == self.best_score and loss < self.best_loss)
+        if improved and not math.isfinite(loss):
+            loss = float("inf")  # a NaN loss kept would refuse every later tie
         if improved:
             self.best_score, self.best_epoch, self.bad_epochs = score, int(row["epoch"]), 0
-            self.best_loss = row["val_loss"]
+            self.best_loss = loss
         else:
             self.bad_epochs += 1
             if patience and self.bad_epochs >= patience:
