@@ -313,9 +313,6 @@ class FanTrainParams(Strict):
             if self.pretrained is not None:
                 raise ValueError(f"pretrained is a ResNet18 state dict: {self.backbone}'s "
                                  f"weights come from {package}; set it to null")  # fmt: skip
-        if self.expression != "blendshapes" and self.features == "appearance":
-            raise ValueError(f"expression {self.expression} needs features blendshapes or "
-                             "fused (appearance takes no expression features)")  # fmt: skip
         if self.features == "fused" and not self.frozen_backbone:
             raise ValueError("features fused joins the blendshapes to a frozen backbone's cached "
                              "features: set backbone_lr_scale to 0")  # fmt: skip

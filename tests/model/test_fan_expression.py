@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fan_training import core_against_evaluation, train_tiny
 
 from emoflow.artifact import load_model_file, load_state, read_spec, save_state
 from emoflow.config import load_params
@@ -17,7 +18,6 @@ from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
 from emoflow.models import build_fan
 from emoflow.training.tasks import FanTask
-from emoflow.training.trainer import train_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def _params(tmp_path: Path, **fan: object) -> Path:
     params["train"].update(workers=0)
     params["train"]["fan"].update(epochs=3, batch_size=4, image_size=32, backbone="resnet18",
                                   pretrained=None, backbone_lr_scale=1.0,
-                                  features="blendshapes")  # fmt: skip
+                                  features="blendshapes", expression="blendshapes")  # fmt: skip
     params["train"]["fan"].update(fan)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -78,12 +78,7 @@ pytest.importorskip("mediapipe")
 def trained(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A blendshapes FAN trained on the tiny data (64-px chips): (model folder, feature cache)."""
     folder = tmp_path_factory.mktemp("blendshapes")
-    cache = folder / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-        p = load_params(_params(folder))
-        result = train_model("fan", p, tiny_faces / "faces", tiny_faces / "splits", folder / "m")
-    return result.model_file.parent, cache
+    return train_tiny(tiny_faces, _params(folder), folder)
 
 
 def test_model_file_records_the_extractor(trained: tuple[Path, Path], tiny_faces: Path) -> None:
@@ -111,19 +106,11 @@ def test_predictor_reproduces_training_features(
     trained: tuple[Path, Path], tiny_faces: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The inference core (chips → the extractor → the model) gives evaluate's numbers."""
-    from emoflow.inference.predictor import Predictor
 
     folder, cache = trained
     monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-    model, meta = load_model_file(folder / "model.pt")
-    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
-                         meta.classes)  # fmt: skip
-    task = FanTask(load_params(_params(folder)).train.fan, 0)
-    task.prepare(model, torch.device("cpu"))
-    expected = task.predict(model, refs, torch.device("cpu"), 0)
-    results = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
-    got = np.array([[r.probabilities[c] for c in meta.classes] for r in results])
-    assert np.abs(got - expected).max() <= 1e-5
+    results, diff = core_against_evaluation(folder, _params(folder), tiny_faces, "test")
+    assert diff <= 1e-5
     assert all(abs(sum(f.weight for f in r.frames) - 1) < 1e-5 for r in results)
 
 

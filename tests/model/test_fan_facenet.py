@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from fan_training import core_against_evaluation, train_tiny
 
-from emoflow.artifact import load_model_file, load_state
+from emoflow.artifact import load_state
 from emoflow.config import load_params
-from emoflow.datasets.clips import read_manifest
 from emoflow.errors import InputError
 from emoflow.models import facenet_irv1 as fn
-from emoflow.training.tasks import FanTask
-from emoflow.training.trainer import train_model
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -54,12 +51,7 @@ def test_facenet_backbone_needs_its_own_input(tmp_path: Path, fan: dict, rule: s
 def trained(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """FAN heads on frozen FaceNet ⊕ blendshapes, trained on the tiny data: (folder, cache)."""
     folder = tmp_path_factory.mktemp("facenet")
-    cache = folder / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-        p = load_params(_params(folder))
-        result = train_model("fan", p, tiny_faces / "faces", tiny_faces / "splits", folder / "m")
-    return result.model_file.parent, cache
+    return train_tiny(tiny_faces, _params(folder), folder)
 
 
 @pytest.mark.slow  # FaceNet features of 18 clips at 160 px and their blendshapes: ~30-60 s here
@@ -88,20 +80,12 @@ def test_facenet_fan_on_images_gives_what_training_saw(
 ) -> None:  # fmt: skip
     """Evaluation on cached features, the Predictor on the face files' chips and the exported
     ONNX graph agree."""
-    from emoflow.inference.predictor import Predictor
     from emoflow.release.export import export_model
 
     folder, cache = trained
     monkeypatch.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-    model, meta = load_model_file(folder / "model.pt")
-    refs = read_manifest(tiny_faces / "splits" / "val.csv", tiny_faces / "faces",
-                         meta.classes)  # fmt: skip
-    task = FanTask(load_params(_params(folder)).train.fan, 0)
-    task.prepare(model, torch.device("cpu"))
-    expected = task.predict(model, refs, torch.device("cpu"), 0)
-    results = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
-    got = np.array([[r.probabilities[c] for c in meta.classes] for r in results])
-    assert np.abs(got - expected).max() <= 1e-4
+    _results, diff = core_against_evaluation(folder, _params(folder), tiny_faces, "val")
+    assert diff <= 1e-4
     export_model(folder, tiny_faces / "faces", tiny_faces / "splits")
     info = json.loads((folder / "export.json").read_text())
     assert info["inputs"]["frames"]["shape"][2:] == [160, 160, 3]

@@ -7,16 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
+from fan_training import core_against_evaluation, train_tiny
 
-from emoflow.artifact import load_model_file, load_state
-from emoflow.config import load_params
-from emoflow.datasets.clips import read_manifest
-from emoflow.training.tasks import FanTask
-from emoflow.training.trainer import train_model
+from emoflow.artifact import load_state
 
 pytest.importorskip("mediapipe")
 from emoflow.faces import blendshapes as bs
@@ -38,19 +34,13 @@ def _params(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("landmarks")
-    cache = folder / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-        p = load_params(_params(folder))
-        result = train_model("fan", p, tiny_faces / "faces", tiny_faces / "splits", folder / "m")
-    return result.model_file.parent, cache
+    return train_tiny(tiny_faces, _params(folder), folder)
 
 
 @pytest.mark.slow  # MediaPipe on the tiny data's chips and mirrors, training, export: ~30 s
 def test_landmark_fan_records_predicts_and_exports(
     trained: tuple[Path, Path], tiny_faces: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    from emoflow.inference.predictor import Predictor
     from emoflow.release.export import export_model
 
     folder, cache = trained
@@ -63,15 +53,8 @@ def test_landmark_fan_records_predicts_and_exports(
     files = list((cache / "features" / bs.expression_fingerprint("landmarks")).glob("*.pt"))
     assert files and torch.load(files[0], weights_only=True).shape[1:] == (2, 1434)
     # evaluation (cached features) = the inference core (the extractor on the chips) = ONNX
-    model, spec_meta = load_model_file(folder / "model.pt")
-    refs = read_manifest(tiny_faces / "splits" / "test.csv", tiny_faces / "faces",
-                         spec_meta.classes)  # fmt: skip
-    task = FanTask(load_params(_params(folder)).train.fan, 0)
-    task.prepare(model, torch.device("cpu"))
-    expected = task.predict(model, refs, torch.device("cpu"), 0)
-    results = Predictor.from_dir(folder, "torch").predict_face_files([r.path for r in refs])
-    got = np.array([[r.probabilities[c] for c in spec_meta.classes] for r in results])
-    assert np.abs(got - expected).max() <= 1e-5
+    _results, diff = core_against_evaluation(folder, _params(folder), tiny_faces, "test")
+    assert diff <= 1e-5
     export_model(folder, tiny_faces / "faces", tiny_faces / "splits")
     exported = json.loads((folder / "export.json").read_text())
     assert exported["inputs"]["expression"]["shape"] == ["clips", "frames", 1434]

@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from emoflow.config import load_params
-from emoflow.errors import InputError
 from emoflow.faces import dlib_models
 from emoflow.faces.align import chip as face_chip
 from emoflow.models import build_fan
@@ -86,11 +85,16 @@ def test_fan_takes_landmark_features() -> None:
     assert fused.feature_dim == 256 + 1486 and fused.expression_dim == 1486
 
 
-def test_landmarks_need_expression_features(tmp_path: Path) -> None:
+def test_appearance_ignores_the_expression_setting(tmp_path: Path) -> None:
+    """`features: appearance` alone turns MediaPipe off, whatever `expression` says (the
+    default is both): no expression input, nothing about it in model.pt."""
+    from emoflow.training.tasks import FanTask
+
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["fan"].update(features="appearance", expression="landmarks")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(InputError, match="expression landmarks needs features") as info:
-        load_params(path)
-    assert str(path) in str(info.value)
+    task = FanTask(load_params(path).train.fan, 0)
+    model = task.build(3)
+    assert model.expression_dim == 0 and model.feature_dim == model.trunk_dim
+    assert "expression" not in task.model_config() and "expression" not in task.backbone_info()

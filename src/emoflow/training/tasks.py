@@ -193,8 +193,8 @@ class FanTask:
                   "backbone": self.cfg.backbone}  # fmt: skip
         if self.cfg.features != "appearance":  # model files from before it load as they did
             config["features"] = self.cfg.features
-        if self.cfg.expression != "blendshapes":  # model files from before it load as they did
-            config["expression"] = self.cfg.expression
+        if self.cfg.features != "appearance" and self.cfg.expression != "blendshapes":
+            config["expression"] = self.cfg.expression  # as above: older files load as they did
         return config
 
     def backbone_info(self) -> dict[str, Any]:
