@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fan_training import train_tiny
 
 from emoflow.artifact import load_model_file, load_state
 from emoflow.config import load_params
@@ -135,12 +136,7 @@ def test_dlib_backbone_needs_its_own_input(tmp_path: Path, fan: dict, faces: dic
 def frozen(tiny_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """FAN heads trained on the tiny data over frozen dlib features: (model folder, cache)."""
     folder = tmp_path_factory.mktemp("frozen")
-    cache = folder / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOFLOW_WEIGHTS_CACHE", str(cache))
-        p = load_params(_params(folder))
-        result = train_model("fan", p, tiny_faces / "faces", tiny_faces / "splits", folder / "m")
-    return result.model_file.parent, cache
+    return train_tiny(tiny_faces, _params(folder), folder)
 
 
 @pytest.mark.slow  # trains (features of 18 clips at 150 px, then the heads): 25-50 s here
