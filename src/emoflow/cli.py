@@ -149,6 +149,11 @@ def import_dataset(
         None, "--folds-from", help="The dataset's folds: CSV/TSV of fold + subject|trial_id|path."
     ),
     cropped: bool = typer.Option(False, "--cropped", help="Frames are already cropped faces."),
+    crop_padding: str = typer.Option(
+        "auto", "--crop-padding",
+        help="--cropped: margin per side (fraction of the crop; auto = frame a tight crop like "
+             "the aligned chips, 0 = as it is).",
+    ),
     grayscale: bool = typer.Option(False, "--grayscale", help="Store faces as grayscale."),
     peak: str = typer.Option("none", "--peak", help="none | last (CK+: sequences end at apex)."),
     static: bool = typer.Option(
@@ -165,7 +170,8 @@ def import_dataset(
 
     opts = importer.ImportOptions(subject_regex, cropped, grayscale, importer.check_peak(peak),
                                   static, importer.parse_exts(video_ext),
-                                  importer.parse_exts(image_ext), layout, name_pattern)  # fmt: skip
+                                  importer.parse_exts(image_ext), layout, name_pattern,
+                                  importer.check_crop_padding(crop_padding))  # fmt: skip
     importer.import_dataset(root, out, load_params(params), opts, folds, manifest=manifest,
                             label_map=label_map, folds_from=folds_from, keep_rows=False)
 

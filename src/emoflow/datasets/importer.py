@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from emoflow.config import FacesParams, Params
 from emoflow.datasets.given import given_plan, read_folds
-from emoflow.datasets.import_faces import ImportOptions, import_clip
+from emoflow.datasets.import_faces import ImportOptions, auto_crop_padding, import_clip
 from emoflow.datasets.labelmap import apply_label_map, load_label_map
 from emoflow.datasets.resume import Journal, fingerprint
 from emoflow.datasets.sources import Found, SourceClip, read_source
@@ -40,8 +40,8 @@ from emoflow.media.video import probe
 from emoflow.parallel import parallel_imap, worker_count
 from emoflow.tables import write_table
 
-__all__ = ["ImportOptions", "check_peak", "find_clips", "frame_prefix", "import_dataset",
-           "natural_key", "order_classes", "parse_exts"]  # fmt: skip
+__all__ = ["ImportOptions", "check_crop_padding", "check_peak", "find_clips", "frame_prefix",
+           "import_dataset", "natural_key", "order_classes", "parse_exts"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,20 @@ def check_peak(text: str) -> Literal["none", "last"]:
     if text not in ("none", "last"):
         raise InputError("--peak", f"{text!r}: must be none or last")
     return "last" if text == "last" else "none"
+
+
+def check_crop_padding(text: str) -> float | None:
+    """The ``--crop-padding`` choice: ``auto`` (None: from faces.padding) or a margin in [0, 1]."""
+    if text == "auto":
+        return None
+    try:
+        margin = float(text)
+    except ValueError:
+        margin = -1.0
+    if not 0.0 <= margin <= 1.0:
+        raise InputError("--crop-padding", f"{text!r}: must be auto or a number from 0 to 1 "
+                         "(the margin on each side, as a fraction of the crop's side)")  # fmt: skip
+    return margin
 
 
 def find_clips(root: Path | None, opts: ImportOptions, manifest: Path | None = None) -> Found:
@@ -252,6 +266,11 @@ def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOpt
     check_outputs({**inputs, **params_inputs(params)}, {"out": out})
     where = Path(root if root is not None else manifest or ".")
     _check_folds(folds, where)
+    if opts.crop_padding is not None and not opts.cropped:
+        raise InputError("--crop-padding", "applies to --cropped faces only (detected faces "
+                         "are framed by faces.padding)")  # fmt: skip
+    if opts.cropped and opts.crop_padding is None:
+        opts = replace(opts, crop_padding=auto_crop_padding(params.faces.padding))
     found = find_clips(root, opts, manifest)
     t = _Tally()
     clips = found.clips
@@ -270,7 +289,7 @@ def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOpt
     journal = Journal(out, fingerprint(clips, f"{opts!r}\n{fp.model_dump_json()}"))
     done = journal.open()
     log.info("import: %d clips from %s (%s mode), classes %s, %d workers%s", len(clips), where,
-             "cropped" if opts.cropped else "detect", classes,
+             f"cropped, margin {opts.crop_padding}" if opts.cropped else "detect", classes,
              worker_count(fp.workers, len(clips) - done),
              f"; resuming: {done} clips done in {journal.dir}" if done else "")  # fmt: skip
     try:
