@@ -288,8 +288,9 @@ def import_dataset(root: Path | None, out: Path, params: Params, opts: ImportOpt
     fp = static_params(params.faces, opts)
     journal = Journal(out, fingerprint(clips, f"{opts!r}\n{fp.model_dump_json()}"))
     done = journal.open()
-    log.info("import: %d clips from %s (%s mode), classes %s, %d workers%s", len(clips), where,
-             f"cropped, margin {opts.crop_padding}" if opts.cropped else "detect", classes,
+    log.info("import: %d clips from %s (%s), classes %s, %d workers%s", len(clips), where,
+             f"cropped mode, margin {opts.crop_padding}" if opts.cropped else "detect mode",
+             classes,
              worker_count(fp.workers, len(clips) - done),
              f"; resuming: {done} clips done in {journal.dir}" if done else "")  # fmt: skip
     try:
