@@ -28,7 +28,7 @@ def _params(tmp_path: Path, **fan: object) -> Path:
     params["train"].update(workers=0)
     params["train"]["fan"].update(epochs=3, batch_size=4, image_size=160, backbone="facenet_irv1",
                                   pretrained=None, backbone_lr_scale=0.0, features="fused",
-                                  backbone_warmup_epochs=0)  # fmt: skip
+                                  expression="blendshapes", backbone_warmup_epochs=0)  # fmt: skip
     params["train"]["fan"].update(fan)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
