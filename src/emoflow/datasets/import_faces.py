@@ -108,7 +108,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 def auto_crop_padding(chip_padding: float) -> float:
     """The margin per side that frames a tight crop (a detector's box) like the chips of
-    ``emoflow faces`` at ``faces.padding``: 0.122 at the default 0.25, never negative.
+    ``emoflow faces`` at ``faces.padding``: 0.121 at the default 0.25, never negative.
 
     dlib's descriptor sees a tight 48-px crop zero-padded by this margin 30–36 % closer to its
     aligned chip of the same face than the crop as it is (``tests/data/test_crop_framing.py``)."""
