@@ -19,6 +19,7 @@ features' probe UAR with the first margin / with the second>x`.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import re
@@ -109,7 +110,7 @@ def main() -> None:
                  "-p", str(ROOT / "params.yaml")], ws)  # fmt: skip
         where = ["--faces", str(data), "--splits", str(data / "splits")]
         for name in args.features:
-            p = yaml.safe_load(yaml.safe_dump(params))
+            p = copy.deepcopy(params)
             p["train"]["fan"].update(FEATURES[name])
             (ws / f"{name}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
             results[name, margin] = score(run(["probe", "--folds", "-p", f"{name}.yaml", *where],

@@ -191,8 +191,8 @@ def import_clip(job: tuple[SourceClip, Path, FacesParams, ImportOptions]) -> dic
         # One image can show a face in one frame at most: the clip's own ceiling, not a lower bar.
         params = params.model_copy(update={"min_face_frames": 1})
     peak = clip_peak(clip, opts)
-    r = (_cropped(clip, params, peak, opts.crop_padding or 0.0) if opts.cropped else
-         _detected(clip, params, peak))  # fmt: skip
+    margin = opts.crop_padding or 0.0  # import_dataset resolves auto; a direct call means none
+    r = _cropped(clip, params, peak, margin) if opts.cropped else _detected(clip, params, peak)
     row, peak_pos = faces_row(clip.trial_id, clip.subject, clip.label, r.decoded, r.with_face,
                               r.counts, r.selected, peak, params.min_face_frames)  # fmt: skip
     if row["excluded"]:
@@ -210,7 +210,7 @@ def import_clip(job: tuple[SourceClip, Path, FacesParams, ImportOptions]) -> dic
         meta["segment"] = [clip.start, clip.end]  # frame indices of the source
     if opts.cropped:
         meta["padding"] = None  # the dataset's own crop, with this margin on each side:
-        meta["crop_padding"] = opts.crop_padding or 0.0
+        meta["crop_padding"] = margin
     (out_dir / clip.label).mkdir(parents=True, exist_ok=True)
     write_face_clip(out_dir / rel, faces, meta, params.jpeg_quality)
     row["file"] = rel.as_posix()
