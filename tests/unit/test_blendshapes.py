@@ -92,3 +92,23 @@ def test_landmarks_on_request(chips: dict[str, np.ndarray]) -> None:
     assert e.landmarks is not None and e.landmarks.shape == (bs.NUM_LANDMARKS, 3)
     # chip-relative x, y: the face fills the chip's middle
     assert 0.2 < float(np.median(e.landmarks[:, 0])) < 0.8
+
+
+def test_chips_split_over_extractors_give_one_extractors_features(
+    chips: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``expression`` splits a clip's chips over one extractor a core (threads): the features,
+    their order and the missed count are those of one extractor going through them all."""
+    import cv2
+
+    noise = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    a, h = chips["astronaut"], chips["hopper"]
+    clip = [a, h, noise, cv2.flip(a, 1), h, a, cv2.flip(h, 1), a, noise, h]
+    monkeypatch.setattr(bs, "cpu_threads", lambda: 3)
+    monkeypatch.setattr(bs, "MIN_CHIPS_PER_THREAD", 2)
+    split, missed = bs.expression(clip, "both")
+    assert len(bs.extractors(3)) == 3 and len({id(e) for e in bs.extractors(3)}) == 3
+    one, one_missed = bs.extractor().expression(clip, "both")
+    assert missed == one_missed == 2
+    assert split.shape == (len(clip), bs.EXPRESSION_DIMS["both"])
+    np.testing.assert_array_equal(split, one)

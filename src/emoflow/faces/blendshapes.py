@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from emoflow.errors import EmoflowError
+from emoflow.parallel import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +218,35 @@ def extractor() -> BlendshapeExtractor:
             # closed before interpreter teardown, when MediaPipe's C callbacks still exist
             atexit.register(_shared.close)
         return _shared
+
+
+# A clip's chips are split over this many extractors at most, one thread each (MediaPipe runs
+# with the GIL released): ``expression``. Each holds its own graph (~20 MB).
+MAX_EXTRACTORS = 4
+MIN_CHIPS_PER_THREAD = 4  # fewer chips than this a thread: the hand-off costs more than it saves
+_pool: list[BlendshapeExtractor] = []
+
+
+def extractors(n: int) -> list[BlendshapeExtractor]:
+    """``n`` extractors of this process: the shared one first, the others built on first use."""
+    first = extractor()
+    with _shared_lock:
+        while len(_pool) < n - 1:
+            extra = BlendshapeExtractor()
+            atexit.register(extra.close)
+            _pool.append(extra)
+        return [first, *_pool[: n - 1]]
+
+
+def expression(chips: list[np.ndarray], kind: str) -> tuple[np.ndarray, int]:
+    """``BlendshapeExtractor.expression`` of ``chips``, split in contiguous parts over up to
+    one extractor a core. IMAGE mode treats each chip on its own, so the features are those of
+    one extractor going through them all (tests/unit/test_blendshapes.py)."""
+    n = max(1, min(cpu_threads(), MAX_EXTRACTORS, len(chips) // MIN_CHIPS_PER_THREAD))
+    if n == 1:
+        return extractor().expression(chips, kind)
+    parts = [list(p) for p in np.array_split(np.arange(len(chips)), n)]
+    with ThreadPoolExecutor(n, thread_name_prefix="emoflow-expression") as pool:
+        done = list(pool.map(lambda e, idx: e.expression([chips[i] for i in idx], kind),
+                             extractors(n), parts))  # fmt: skip
+    return np.concatenate([f for f, _ in done]), sum(m for _, m in done)

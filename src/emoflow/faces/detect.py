@@ -6,6 +6,7 @@ frame (boxes are scaled back), which is where most of the time of a naive loop g
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -65,12 +66,31 @@ def enhance(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
+# dlib's detectors are not safe to call from two threads at once (its docs); the faces loop and
+# the thread that detects ahead of it (``faces.ahead``) share the process's HOG detector.
+_HOG_LOCK = threading.Lock()
+
+
+def downscaled(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """The frame detection runs on."""
+    if scale >= 1.0:
+        return rgb
+    return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def hog_candidates(rgb: np.ndarray, scale: float = 1.0, upsample: int = 0
+                   ) -> list[tuple[Box, float]]:  # fmt: skip
+    """HOG's faces in ``rgb`` downscaled by ``scale``, in the downscaled frame's pixels."""
+    return _candidates(downscaled(rgb, scale), "hog", upsample)
+
+
 def _candidates(rgb: np.ndarray, detector: str, upsample: int) -> list[tuple[Box, float]]:
     if detector == "cnn":
         return [(Box.from_dlib(d.rect), float(d.confidence))
                 for d in cnn_detector()(rgb, upsample)]  # fmt: skip
     img = enhance(rgb) if detector == "hog_clahe" else rgb
-    rects, scores, _ = hog_detector().run(img, upsample, 0.0)
+    with _HOG_LOCK:
+        rects, scores, _ = hog_detector().run(img, upsample, 0.0)
     return [(Box.from_dlib(r), float(s)) for r, s in zip(rects, scores, strict=True)]
 
 
@@ -91,19 +111,24 @@ def detect(
     cnn: bool = True,
     previous: Box | None = None,
     ran: list[str] | None = None,
+    hog: list[tuple[Box, float]] | None = None,
 ) -> Detection | None:
     """Detect one face in an RGB frame through the fallback chain; ``None`` when all fail.
 
-    The names of the detectors that ran are appended to ``ran`` (the caller's budget).
+    The names of the detectors that ran are appended to ``ran`` (the caller's budget). ``hog``:
+    HOG's candidates on this frame when they were found ahead (``hog_candidates``).
     """
-    small = rgb if scale >= 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale,
-                                                interpolation=cv2.INTER_AREA)  # fmt: skip
+    small: np.ndarray | None = None
     prev_small = previous.scaled(scale) if previous is not None else None
     chain = ["hog"] + (["hog_clahe"] if clahe else []) + (["cnn"] if cnn else [])
     for name in chain:
         if ran is not None:
             ran.append(name)
-        cands = _candidates(small, name, upsample)
+        if name == "hog" and hog is not None:
+            cands = hog
+        else:
+            small = downscaled(rgb, scale) if small is None else small
+            cands = _candidates(small, name, upsample)
         if cands:
             box, score = pick(cands, prev_small)
             return Detection(box.scaled(1.0 / scale), score, name, len(cands))

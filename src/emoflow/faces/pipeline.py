@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from emoflow.config import FacesParams
+from emoflow.faces.ahead import Ahead
 from emoflow.faces.align import box_from_landmarks, box_relation, chip, landmarks, shape_points
 from emoflow.faces.budget import FallbackBudget
 from emoflow.faces.confirm import cut_distance, face_patch, similarity, thumbnail
@@ -102,55 +103,60 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     last_thumb: np.ndarray | None = None
     budget = FallbackBudget(params.detect_every, params.fallback_every)
     since_detection = params.detect_every
-    for i, rgb in enumerate(rgb_frames):
-        out.frames_decoded += 1
-        t0 = time.perf_counter()
-        thumb = thumbnail(rgb)
-        cut = last_thumb is not None and cut_distance(last_thumb, thumb) > params.cut_threshold
-        last_thumb = thumb
-        box: Box | None = None
-        source = "tracked"
-        dropped = False
-        if previous is not None and relation is not None and since_detection < params.detect_every:
-            if not cut:
-                box = box_from_landmarks(out.points[i - 1], relation)
-                if similarity(face_patch(rgb, box), reference) < params.track_similarity:
-                    box = None  # the box no longer holds the face it was detected on
-            dropped = box is None  # a dropped track: detect on this very frame
-            out.dropped += dropped
-        if cut:
-            previous = None  # nothing carries over a scene cut
-        t1 = time.perf_counter()
-        out.seconds["track"] += t1 - t0
-        if box is not None:
-            since_detection += 1
-        else:
-            ran: list[str] = []
-            det = detect(rgb, params.detect_scale, params.upsample,
-                         params.clahe_fallback and budget.allows("hog_clahe", i, dropped),
-                         params.cnn_fallback and budget.allows("cnn", i, dropped), previous,
-                         ran)  # fmt: skip
-            budget.ran(ran, i)
-            if det is not None:
-                box, source = det.box, det.detector
-                out.faces_seen = max(out.faces_seen, det.faces)
-                reference = face_patch(rgb, box)
-                since_detection = 1
-            out.seconds["detect"] += time.perf_counter() - t1
-        if box is None:
-            previous = None  # lost: the next frame detects again
-            continue
-        budget.face(i)
-        with _timed(out.seconds, "landmarks"):
-            shape = landmarks(rgb, box, params.landmarks)
-            pts = shape_points(shape)
-        if source != "tracked":
-            relation = box_relation(box, pts)
-        out.points[i], out.sources[i] = pts, source
-        out.boxes[i] = (box.left, box.top, box.right, box.bottom)
-        previous = box
-        shapes[i] = shape
-        frames.add(i, rgb)
+    # The next due detection runs a few frames ahead of the loop, in a thread (faces.ahead).
+    with Ahead(rgb_frames, params.detect_every, params.detect_scale, params.upsample) as ahead:
+        for i, rgb in ahead:
+            out.frames_decoded += 1
+            t0 = time.perf_counter()
+            thumb = thumbnail(rgb)
+            cut = last_thumb is not None and cut_distance(last_thumb, thumb) > params.cut_threshold
+            last_thumb = thumb
+            box: Box | None = None
+            source = "tracked"
+            dropped = False
+            if (previous is not None and relation is not None
+                    and since_detection < params.detect_every):  # fmt: skip
+                if not cut:
+                    box = box_from_landmarks(out.points[i - 1], relation)
+                    if similarity(face_patch(rgb, box), reference) < params.track_similarity:
+                        box = None  # the box no longer holds the face it was detected on
+                dropped = box is None  # a dropped track: detect on this very frame
+                out.dropped += dropped
+            if cut:
+                previous = None  # nothing carries over a scene cut
+            t1 = time.perf_counter()
+            out.seconds["track"] += t1 - t0
+            if box is not None:
+                since_detection += 1
+            else:
+                ran: list[str] = []
+                det = detect(rgb, params.detect_scale, params.upsample,
+                             params.clahe_fallback and budget.allows("hog_clahe", i, dropped),
+                             params.cnn_fallback and budget.allows("cnn", i, dropped), previous,
+                             ran, hog=ahead.hog(i))  # fmt: skip
+                budget.ran(ran, i)
+                if det is not None:
+                    box, source = det.box, det.detector
+                    out.faces_seen = max(out.faces_seen, det.faces)
+                    reference = face_patch(rgb, box)
+                    since_detection = 1
+                    ahead.detect_at(i + params.detect_every)  # due then, if the track holds
+                out.seconds["detect"] += time.perf_counter() - t1
+            if box is None:
+                previous = None  # lost: the next frame detects again
+                ahead.detect_at(i + 1)
+                continue
+            budget.face(i)
+            with _timed(out.seconds, "landmarks"):
+                shape = landmarks(rgb, box, params.landmarks)
+                pts = shape_points(shape)
+            if source != "tracked":
+                relation = box_relation(box, pts)
+            out.points[i], out.sources[i] = pts, source
+            out.boxes[i] = (box.left, box.top, box.right, box.bottom)
+            previous = box
+            shapes[i] = shape
+            frames.add(i, rgb)
     out.detector_calls = budget.calls
     ids = sorted(out.points)
     if not ids:

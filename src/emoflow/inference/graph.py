@@ -166,17 +166,17 @@ def expression_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[n
     extractor's part of a prediction, timed on its own by the predictor."""
     if frame_features(spec) == "appearance":
         return ()
-    from emoflow.faces.blendshapes import extractor
+    from emoflow.faces.blendshapes import expression as features
 
     kind = expression_kind(spec)
     length = max(len(c) for c in clips)
     expression = np.zeros((len(clips), length, expression_dim(spec)), np.float32)
     mirrored = np.zeros_like(expression) if tta_flip(spec) else None
     for i, chips in enumerate(clips):
-        expression[i, : len(chips)] = extractor().expression(list(chips), kind)[0]
+        expression[i, : len(chips)] = features(list(chips), kind)[0]
         if mirrored is not None:  # the mirror images' own scores, as training cached them
             flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-            mirrored[i, : len(chips)] = extractor().expression(flipped, kind)[0]
+            mirrored[i, : len(chips)] = features(flipped, kind)[0]
     return (expression,) if mirrored is None else (expression, mirrored)
 
 
