@@ -3,7 +3,8 @@
 Two settings of the same code: the *naive* loop (full-resolution detection on every frame,
 a chip for every frame) and the *fast* pipeline (detection on a downscaled frame every
 ``detect_every`` frames with landmark tracking in between, chips only for selected frames).
-``bench/faces.py`` runs both on the same clips.
+``bench/faces.py`` runs both on the same clips. In both, HOG on the frame where the next
+detection is due runs in a thread while the loop tracks up to it (``faces.ahead``).
 """
 
 from __future__ import annotations
