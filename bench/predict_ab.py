@@ -6,7 +6,7 @@ bench/faces_same.py does): the model loads, one warm-up predict, then ``--repeat
 timed (wall and CPU of the process). Rounds alternate the trees. The model is models/fan on
 ONNX Runtime (or an untrained one of the params' shape, as bench/infer.py makes it).
 
-    .venv/bin/python bench/predict_ab.py [--against 7cb086b] [--rounds 2] [--repeats 5]
+    .venv/bin/python bench/predict_ab.py [--against a3db19e] [--rounds 2] [--repeats 5]
 
 Last line: `predict ab: <commit> <ms> ms, this tree <ms> ms (<ratio>x), load average <l>`.
 """
@@ -51,7 +51,7 @@ def run(src: Path, folder: Path, video: Path, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--against", default="7cb086b", help="the git commit to compare with")
+    ap.add_argument("--against", default="a3db19e", help="the git commit to compare with")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", type=Path, default=Path("models"))
