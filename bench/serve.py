@@ -72,8 +72,9 @@ class Phase:
         rest = self.p50_ms - t["total"]
         return (f"  server (median ms): decode {t['decode']:.0f}, faces {t['faces']:.0f}, "
                 f"expression {t['expression']:.0f}, model {t['model']:.0f}, total "
-                f"{t['total']:.0f}; the rest of the client's p50 (upload, HTTP, the "
-                f"model service's hop, queueing) {rest:.0f}")  # fmt: skip
+                f"{t['total']:.0f} (the handler's, the hop to the model service included); "
+                f"the rest of the client's p50 (sending the upload, the HTTP exchange around "
+                f"the handler) {rest:.0f}")  # fmt: skip
 
     def line(self) -> str:
         errs = ", ".join(f"{k}: {v}" for k, v in self.errors.items()) or "none"

@@ -10,7 +10,6 @@ import pytest
 import skimage.data
 
 from emoflow.config import FacesParams
-from emoflow.faces import ahead as ahead_mod
 from emoflow.faces.ahead import Ahead
 from emoflow.faces.footage import cut_away, faceless, pan, scene
 from emoflow.faces.pipeline import ClipFaces, process_frames
@@ -138,4 +137,3 @@ def test_the_window_holds_a_detection_interval_of_frames(portrait: np.ndarray) -
         a.detect_at(9)  # not pulled yet: started when it is
         assert [i for i, _ in it] == list(range(1, 12))
         assert a.hog(9) and a.hog(10) is None
-    assert ahead_mod.Ahead is Ahead

@@ -39,7 +39,7 @@ class Ahead:
         self._window: deque[tuple[int, np.ndarray]] = deque()
         self._pulled = 0  # frames taken from the source
         self._hog: dict[int, Future[list[tuple[Box, float]]]] = {}
-        self._wanted: set[int] = set()  # detections asked for frames not pulled yet
+        self._wanted: int | None = None  # a detection asked for a frame not pulled yet
         self._done = False
 
     def __enter__(self) -> Ahead:
@@ -71,13 +71,13 @@ class Ahead:
             i = self._pulled
             self._pulled += 1
             self._window.append((i, rgb))
-            if i in self._wanted:
-                self._wanted.discard(i)
+            if i == self._wanted:
+                self._wanted = None
                 self._submit(i, rgb)
 
     def detect_at(self, i: int) -> None:
         """Start HOG on frame ``i`` (a later frame) now, or when it is pulled."""
-        if i in self._hog or i in self._wanted:
+        if i in self._hog or i == self._wanted:
             return
         for j in [j for j in self._hog if j < i]:  # detections the loop went past unused
             self._hog.pop(j).cancel()
@@ -86,12 +86,13 @@ class Ahead:
                 self._submit(i, rgb)
                 return
         if i >= self._pulled:
-            self._wanted = {i}
+            self._wanted = i
 
     def hog(self, i: int) -> list[tuple[Box, float]] | None:
         """HOG's candidates on frame ``i`` (on the downscaled frame, as ``detect`` takes them) if
         they were asked for ahead, else ``None``: the loop detects inline."""
-        self._wanted.discard(i)
+        if i == self._wanted:
+            self._wanted = None
         job = self._hog.pop(i, None)
         return None if job is None else job.result()
 

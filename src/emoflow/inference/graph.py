@@ -172,12 +172,18 @@ def expression_inputs(clips: list[list[np.ndarray]], spec: ModelSpec) -> tuple[n
     length = max(len(c) for c in clips)
     expression = np.zeros((len(clips), length, expression_dim(spec)), np.float32)
     mirrored = np.zeros_like(expression) if tta_flip(spec) else None
-    for i, chips in enumerate(clips):
-        expression[i, : len(chips)] = features(list(chips), kind)[0]
-        if mirrored is not None:  # the mirror images' own scores, as training cached them
-            flipped = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-            mirrored[i, : len(chips)] = features(flipped, kind)[0]
-    return (expression,) if mirrored is None else (expression, mirrored)
+    # Every chip of the batch (and its mirror image, whose own scores training cached) in one
+    # call, so the extractors' threads share the whole batch.
+    chips = [c for clip in clips for c in clip]
+    if mirrored is not None:
+        chips += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    feats, k = features(chips, kind)[0], 0
+    outs = (expression,) if mirrored is None else (expression, mirrored)
+    for out in outs:
+        for i, clip in enumerate(clips):
+            out[i, : len(clip)] = feats[k : k + len(clip)]
+            k += len(clip)
+    return outs
 
 
 def _channels(chip: np.ndarray, grayscale: bool) -> np.ndarray:
