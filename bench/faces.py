@@ -102,8 +102,8 @@ def main() -> None:
             iod = np.linalg.norm(a.points[i][42:48].mean(0) - a.points[i][36:42].mean(0))
             dists.append(d)
             rel.append(d / iod)
-    found_naive = sum(len(r.points) for r in naive) / frames
-    found_fast = sum(len(r.points) for r in fast) / frames
+    found_naive = sum(r.face_frames for r in naive) / frames
+    found_fast = sum(r.face_frames for r in fast) / frames
     print(f"clips: {len(jobs)}, frames: {frames}, workers (pipeline): {workers}")
     print(f"naive:    {frames / t_naive:7.1f} frames/s  ({t_naive:.1f} s), face in "
           f"{100 * found_naive:.1f} % of frames")
@@ -134,7 +134,7 @@ def faceless_footage(params: FacesParams, workers: int, n_clips: int, n_frames: 
         frames = sum(r.frames_decoded for r in done)
         calls = {d: sum(r.detector_calls[d] for r in done) / frames
                  for d in ("hog", "hog_clahe", "cnn")}  # fmt: skip
-        found = sum(len(r.points) for r in done)
+        found = sum(r.face_frames for r in done)
         print(f"face-less: {frames} frames in {n_clips} clips, {workers} workers: "
               f"{frames / busy:7.1f} frames/s in the workers, {frames / wall:.1f} wall "
               f"({wall:.1f} s with starting them), faces found in {found}; detector calls a frame: "

@@ -185,6 +185,8 @@ def _preprocessing(path: Path, meta: ModelMeta, params_path: Path) -> FacesParam
     if meta.preprocessing is not None:
         # Keys a newer faces stage added are unknown to older code: keep what this code knows.
         known = {k: v for k, v in meta.preprocessing.items() if k in FacesParams.model_fields}
+        # Before ``track_points`` was recorded, the chips' predictor tracked every face frame.
+        known.setdefault("track_points", known.get("landmarks", 68))
         return FacesParams.model_validate(known)
     faces = load_params(params_path).faces if params_path.exists() else FacesParams()
     log.warning("%s records no preprocessing (trained before it was recorded): using the faces "

@@ -176,7 +176,13 @@ class FacesParams(Strict):
 
     size: int = Field(224, ge=32, description="side of the aligned face chip")
     padding: float = Field(0.25, ge=0.0, le=2.0, description="box enlargement around the face")
-    landmarks: Literal[5, 68] = 68
+    landmarks: Literal[5, 68] = Field(68, description="the predictor that aligns the chips")
+    track_points: Literal[5, 68] = Field(
+        68, description="the landmark predictor run on every face frame: 68 (= landmarks) "
+        "tracks with the chips' points and K-means selects on their shapes (the thesis's); 5 "
+        "tracks with dlib's 5-point predictor, K-means selects on face patches and the 68 "
+        "points run on the selected frames only"
+    )
     upsample: int = Field(0, ge=0, le=3, description="HOG pyramid upsampling (small faces: 1)")
     detect_scale: float = Field(
         0.5, gt=0.0, le=1.0, description="detection runs on the frame scaled by this factor"
@@ -203,6 +209,14 @@ class FacesParams(Strict):
     jpeg_quality: int = Field(95, ge=50, le=100)
     seed: Seed = 0
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _track_no_finer_than_chips(self) -> FacesParams:
+        if self.track_points > self.landmarks:
+            raise ValueError(f"track_points {self.track_points} needs landmarks 68 (landmarks is "
+                             f"{self.landmarks}): the chips' predictor runs on fewer frames, "
+                             "not the other way round")  # fmt: skip
+        return self
 
 
 class SplitParams(Strict):

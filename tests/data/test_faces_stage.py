@@ -57,14 +57,19 @@ def test_faces_stage_writes_one_face_file_per_clip(small_sample: Path, small_tri
             r["frames_with_face"])  # fmt: skip
 
 
-def test_fast_pipeline_agrees_with_the_naive_loop(small_trials: Path) -> None:
+@pytest.mark.parametrize("track_points", [68, 5])
+def test_fast_pipeline_agrees_with_the_naive_loop(small_trials: Path, track_points: int) -> None:
     clip = small_trials / "p001_002.mp4"
-    params = FacesParams()
+    params = FacesParams(track_points=track_points)
     fast = process_clip(clip, params, peak=60)
     naive = process_clip(clip, naive_params(params), peak=60, chip_every_frame=True)
     assert fast.counts["tracked"] > fast.frames_decoded // 2  # it really tracked
+    assert len(set(fast.sources) & set(naive.sources)) >= 0.95 * naive.frames_decoded
+    if track_points == 68:  # the thesis's loop: the 68 points on every face frame
+        assert fast.points.keys() == fast.sources.keys()
+    else:  # the 5-point predictor tracked: the 68 points on the selected frames only
+        assert sorted(fast.points) == fast.selected and len(fast.selected) == params.frames
     common = sorted(set(fast.points) & set(naive.points))
-    assert len(common) >= 0.95 * naive.frames_decoded
     iod = np.linalg.norm(naive.points[common[0]][42:48].mean(0)
                          - naive.points[common[0]][36:42].mean(0))  # fmt: skip
     dist = np.mean([np.linalg.norm(fast.points[i] - naive.points[i], axis=1).mean()
@@ -79,7 +84,7 @@ def test_a_cut_after_a_sample_face_stores_no_chip_from_black_or_sky(small_trials
                               strict=False)]  # fmt: skip
     r = process_frames(cut_away(face, black=3, sky_frames=15), FacesParams(), peak=40)
     assert len(face) == 62 and r.sources[61] == "tracked"
-    assert set(r.points) == set(r.boxes) == set(range(62))
+    assert set(r.sources) == set(r.boxes) == set(range(62))
     assert len(r.selected) == 16 and max(r.selected) <= 61 and 40 in r.selected
     assert r.dropped == 1
 
@@ -98,7 +103,7 @@ def _rates(clips: list[Path]) -> tuple[list[ClipFaces], list[ClipFaces]]:
 def test_the_checks_keep_every_face_of_clean_sample_clips(small_trials: Path) -> None:
     new, old = _rates([small_trials / f"p00{p}_001.mp4" for p in (2, 3)])
     for a, b in zip(new, old, strict=True):
-        assert a.frames_decoded == 180 and set(a.points) == set(b.points)
+        assert a.frames_decoded == 180 and set(a.sources) == set(b.sources)
         assert a.dropped == 0 and a.detector_calls["cnn"] == b.detector_calls["cnn"] == 0
 
 
@@ -107,7 +112,7 @@ def test_the_budget_keeps_the_detection_rate_on_the_sample(small_trials: Path) -
     clips = sorted(small_trials.glob("*.mp4"))
     new, old = _rates(clips)
     frames = sum(r.frames_decoded for r in new)
-    found_new, found_old = (sum(len(r.points) for r in rs) for rs in (new, old))
+    found_new, found_old = (sum(r.face_frames for r in rs) for rs in (new, old))
     assert frames == 180 * len(clips) and found_old / frames > 0.9
     assert found_new >= found_old - 0.002 * frames  # at most 0.2 % of the frames lost
     cnn_new, cnn_old = (sum(r.detector_calls["cnn"] for r in rs) for rs in (new, old))

@@ -36,7 +36,7 @@ def _main_file(path: Path, net: torch.nn.Module) -> None:
     """model.pt exactly as main's trainer (``_save_model``) and ``emoflow train``'s MLflow step
     wrote it before the format was recorded: a plain dict, no ``format`` key."""
     save_state(path, {
-        "preprocessing": FacesParams().model_dump(exclude={"workers"}),
+        "preprocessing": FacesParams().model_dump(exclude={"workers", "track_points"}),
         "arch": "deep_emotion", "classes": CLASSES, "model_config": {},
         "state_dict": net.state_dict(), "epoch": 4,
         "val": {"war": 0.5, "uar": 0.4, "macro_f1": 0.3, "loss": 1.2},
@@ -54,7 +54,8 @@ def test_a_model_file_written_by_main_still_loads(tmp_path: Path) -> None:
     assert spec.meta.epoch == 4 and spec.meta.val == {"war": 0.5, "uar": 0.4, "macro_f1": 0.3,
                                                       "loss": 1.2}  # fmt: skip
     assert spec.meta.mlflow_run_id == "0123abcd"
-    assert spec.preprocessing == FacesParams()
+    # Main's faces stage tracked with the chips' 68 points: a file without the key still does.
+    assert spec.preprocessing == FacesParams(track_points=68)
     x = torch.rand(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.equal(load_model(spec.meta, spec.state_dict)(x), net(x))

@@ -12,7 +12,7 @@ from emoflow.faces.align import chip, landmarks, shape_points
 from emoflow.faces.detect import Box, detect, pick
 from emoflow.faces.footage import cut_away, faceless, pan, scene
 from emoflow.faces.pipeline import process_frames
-from emoflow.faces.select import select_frames, shape_features
+from emoflow.faces.select import patch_features, select_frames, shape_features
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_a_cut_to_black_and_sky_stores_no_face_from_them(portrait: np.ndarray) -
     # 22 face frames: detections at 0, 5, …, 20, so 21 is tracked and 22–24 would be too.
     clip = cut_away(list(pan(portrait, 22)), black=2, sky_frames=10)
     r = process_frames(clip, FacesParams(**FULL))
-    assert set(r.points) == set(r.sources) == set(r.boxes) == set(range(22))
+    assert set(r.sources) == set(r.boxes) == set(range(22))
     assert len(r.selected) == 8 and max(r.selected) < 22 and len(r.chips) == 8
     assert r.dropped >= 1  # the track was refused at the cut, not merely lost later
 
@@ -145,19 +145,19 @@ def test_each_check_alone_drops_the_track_at_a_cut(portrait: np.ndarray, check: 
     clip = cut_away(list(pan(portrait, 22)), black=2, sky_frames=10)
     alone = {"cut": {"track_similarity": -1.0}, "appearance": {"cut_threshold": 255.0}}[check]
     r = process_frames(clip, FacesParams(**FULL, **alone))
-    assert max(r.points) == 21 and r.dropped >= 1
+    assert max(r.sources) == 21 and r.dropped >= 1
 
 
 def test_the_appearance_check_refuses_a_scene_of_similar_brightness(portrait: np.ndarray) -> None:
     # Coffee after the astronaut changes the thumbnails little: only the patch test sees it.
     clip = [*pan(portrait, 22), *pan(scene("coffee", (288, 288)), 6)]
     r = process_frames(clip, FacesParams(**FULL, cut_threshold=255.0))
-    assert max(r.points) == 21
+    assert max(r.sources) == 21
 
 
 def test_tracking_survives_the_checks_on_a_moving_face(portrait: np.ndarray) -> None:
     r = process_frames(list(pan(portrait, 30, step=3.0)), FacesParams(**FULL))
-    assert len(r.points) == 30 and r.dropped == 0
+    assert r.face_frames == 30 and r.dropped == 0
     assert r.counts["tracked"] == 24 and r.detector_calls == {"hog": 6}
     x0, y0, x1, y1 = r.boxes[29]
     assert Box(102 + 87, 83, 189 + 87, 170).iou(Box(x0, y0, x1, y1)) > 0.5  # frame pixels
@@ -171,7 +171,7 @@ def test_faceless_footage_stays_within_its_detector_budget() -> None:
     # well over 50 frames/s (bench/faces.py measures it).
     n, params = 95, FacesParams()
     r = process_frames(faceless(n), params)
-    assert r.frames_decoded == n and not r.points
+    assert r.frames_decoded == n and not r.sources
     assert r.detector_calls["hog"] == n
     fallbacks = -(-n // params.fallback_every)
     assert r.detector_calls["cnn"] == r.detector_calls["hog_clahe"] == fallbacks == 2
@@ -190,5 +190,33 @@ def test_the_budget_still_lets_the_cnn_find_a_face_only_it_sees(portrait: np.nda
     r = process_frames(clip, params)
     # The fallbacks ran on frame 0, then not before frame 20, where the CNN finds the face;
     # tracking (with the CNN once per detection interval) holds it to the end.
-    assert min(r.points) == 20 and r.sources[20] == "cnn"
-    assert sorted(r.points) == list(range(20, 30))
+    assert min(r.sources) == 20 and r.sources[20] == "cnn"
+    assert sorted(r.sources) == list(range(20, 30))
+
+
+def test_the_5_point_track_runs_the_68_points_on_the_selected_frames_only(
+        portrait: np.ndarray) -> None:  # fmt: skip
+    clip = list(pan(portrait, 30, step=3.0))
+    light = process_frames(clip, FacesParams(**FULL, track_points=5))
+    full = process_frames(clip, FacesParams(**FULL))  # track_points 68, the default
+    assert light.sources == full.sources and light.face_frames == 30
+    assert sorted(light.points) == light.selected and len(light.chips) == 8
+    assert sorted(full.points) == list(range(30))  # the thesis's loop: every face frame
+    assert all(p.shape == (68, 2) for p in light.points.values())
+    # The same face on the same frames: the 68 points agree within a pixel or two.
+    gap = [np.linalg.norm(light.points[i] - full.points[i], axis=1).mean() for i in light.points]
+    assert np.mean(gap) < 1.5, gap
+
+
+def test_tracking_with_finer_points_than_the_chips_is_refused() -> None:
+    with pytest.raises(ValueError, match="track_points 68 needs landmarks 68"):
+        FacesParams(landmarks=5, track_points=68)
+    assert FacesParams(landmarks=5, track_points=5).track_points == 5
+
+
+def test_patch_features_ignore_brightness_and_contrast() -> None:
+    rng = np.random.default_rng(0)
+    patches = rng.uniform(0, 255, (3, 24, 24)).astype(np.float32)
+    f = patch_features(np.stack([patches[0], patches[0] * 0.5 + 40, patches[1]]))
+    assert f.shape == (3, 576) and np.allclose(np.linalg.norm(f, axis=1), 1, atol=1e-5)
+    assert np.allclose(f[0], f[1], atol=1e-5) and not np.allclose(f[0], f[2], atol=0.1)

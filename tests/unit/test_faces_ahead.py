@@ -80,7 +80,7 @@ def test_cuts_and_lost_faces_give_the_inline_faces(
     frames = [*pan(portrait, 22), *cut_away(list(pan(mirrored, 12)), black=2, sky_frames=6),
               *pan(scene("coffee", (288, 288)), 2), *pan(portrait, 12)]  # fmt: skip
     ahead, used = _run(frames, FacesParams(**FULL), _Counting, monkeypatch)
-    assert set(ahead.points) == set(range(34)) | set(range(44, 56))
+    assert set(ahead.sources) == set(range(34)) | set(range(44, 56))
     assert ahead.dropped >= 2 and ahead.sources[22] == "hog"
     assert 25 not in used and {27, 32, 35, 36, 43}.issubset(used)
     for every in (5, 1, 3):
@@ -96,7 +96,7 @@ def test_faceless_footage_detects_ahead_within_its_budget(monkeypatch: pytest.Mo
     ahead, used = _run(frames, params, _Counting, monkeypatch)
     inline, _ = _run(frames, params, _Inline, monkeypatch)
     _same(ahead, inline)
-    assert not ahead.points and used == list(range(1, 20))
+    assert not ahead.sources and used == list(range(1, 20))
     assert ahead.detector_calls == {"hog": 20, "hog_clahe": 1, "cnn": 1}
 
 

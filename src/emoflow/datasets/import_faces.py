@@ -156,7 +156,7 @@ def _detected(clip: SourceClip, params: FacesParams, peak: int | None) -> _Resul
     """The ``emoflow faces`` pipeline over the clip's frames."""
     frames = _Frames(clip)
     r = process_frames(frames.rgb(), params, peak)
-    return _Result(r.frames_decoded, len(r.points), r.selected, r.chips,
+    return _Result(r.frames_decoded, r.face_frames, r.selected, r.chips,
                    [r.sources[i] for i in r.selected], r.counts, frames.all_gray,
                    [np.round(r.points[i], 2).tolist() for i in r.selected])  # fmt: skip
 

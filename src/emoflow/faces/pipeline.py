@@ -5,6 +5,13 @@ a chip for every frame) and the *fast* pipeline (detection on a downscaled frame
 ``detect_every`` frames with landmark tracking in between, chips only for selected frames).
 ``bench/faces.py`` runs both on the same clips. In both, HOG on the frame where the next
 detection is due runs in a thread while the loop tracks up to it (``faces.ahead``).
+
+Tracking (``track_points``): by default the chips' 68 points run on every face frame, carry the
+track and K-means clusters their shapes (the thesis's loop). With ``track_points: 5`` dlib's 5-point
+predictor follows the face instead (0.4 ms a frame against 0.75–1.8 ms for the 68-point one,
+which is memory-bound: its 65 MB of leaf values do not stay in cache), K-means clusters the face
+patches the track already checks (appearance, so expression, not only pose) and the 68 points run
+on the selected frames only: other frames are chosen, so a model is trained with one or the other.
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ from emoflow.config import FacesParams
 from emoflow.faces.ahead import Ahead
 from emoflow.faces.align import box_from_landmarks, box_relation, chip, landmarks, shape_points
 from emoflow.faces.budget import FallbackBudget
-from emoflow.faces.confirm import cut_distance, face_patch, similarity, thumbnail
+from emoflow.faces.confirm import PATCH, cut_distance, face_patch, similarity, thumbnail
 from emoflow.faces.detect import Box, detect
-from emoflow.faces.select import select_frames, shape_features
+from emoflow.faces.select import patch_features, select_frames, shape_features
 from emoflow.media.video import VideoFrames
 
 
@@ -34,8 +41,10 @@ class ClipFaces:
     """What the pipeline found in one clip."""
 
     frames_decoded: int = 0
-    points: dict[int, np.ndarray] = field(default_factory=dict)  # frame → landmarks (k, 2)
-    sources: dict[int, str] = field(default_factory=dict)  # frame → detector or "tracked"
+    # frame → the chips' landmarks (k, 2): every face frame when they also track (track_points
+    # = landmarks), else the selected frames (and every face frame with chip_every_frame)
+    points: dict[int, np.ndarray] = field(default_factory=dict)
+    sources: dict[int, str] = field(default_factory=dict)  # face frame → detector or "tracked"
     # frame → the face box given to the landmark predictor, (x0, y0, x1, y1) in frame pixels
     boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
     selected: list[int] = field(default_factory=list)
@@ -50,9 +59,14 @@ class ClipFaces:
     def counts(self) -> Counter[str]:
         return Counter(self.sources.values())
 
+    @property
+    def face_frames(self) -> int:
+        """Frames with a face (detected or tracked)."""
+        return len(self.sources)
+
 
 # The parts of the pipeline's time in ``ClipFaces.seconds``: the cut and patch checks that keep
-# a track, detection, the landmark predictor, K-means selection, re-reading and aligning chips.
+# a track, detection, the landmark predictors, K-means selection, re-reading and aligning chips.
 PARTS = ("track", "detect", "landmarks", "select", "chips")
 
 
@@ -67,7 +81,8 @@ def _timed(seconds: Counter[str], part: str) -> Iterator[None]:
 
 def naive_params(params: FacesParams) -> FacesParams:
     """The straightforward loop: full-resolution detection, the whole chain, on every frame."""
-    return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1, "fallback_every": 1})
+    return params.model_copy(update={"detect_scale": 1.0, "detect_every": 1, "fallback_every": 1,
+                                     "track_points": params.landmarks})  # fmt: skip
 
 
 # Frames with a face are kept for their chips up to this many bytes; past it, a source that can
@@ -97,7 +112,11 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     source with ``at`` (a video file) is asked again for the chosen frames beyond that."""
     out = ClipFaces()
     frames = _FrameCache(budget_bytes, rereadable=callable(getattr(rgb_frames, "at", None)))
-    shapes = {}
+    full = params.track_points == params.landmarks  # the chips' predictor tracks: every frame
+    shapes = {}  # frame → the chips' dlib shape (every face frame when ``full``)
+    tracked: dict[int, np.ndarray] = {}  # frame → the tracking predictor's points
+    boxes: dict[int, Box] = {}
+    patches: dict[int, np.ndarray] = {}  # frame → its face patch (selection's features)
     previous: Box | None = None
     relation: tuple[float, float, float, float] | None = None
     reference = np.zeros((0, 0), np.float32)  # the last detection's face patch
@@ -115,11 +134,13 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
             box: Box | None = None
             source = "tracked"
             dropped = False
+            patch = reference
             if (previous is not None and relation is not None
                     and since_detection < params.detect_every):  # fmt: skip
                 if not cut:
-                    box = box_from_landmarks(out.points[i - 1], relation)
-                    if similarity(face_patch(rgb, box), reference) < params.track_similarity:
+                    box = box_from_landmarks(tracked[i - 1], relation)
+                    patch = face_patch(rgb, box)
+                    if similarity(patch, reference) < params.track_similarity:
                         box = None  # the box no longer holds the face it was detected on
                 dropped = box is None  # a dropped track: detect on this very frame
                 out.dropped += dropped
@@ -139,7 +160,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
                 if det is not None:
                     box, source = det.box, det.detector
                     out.faces_seen = max(out.faces_seen, det.faces)
-                    reference = face_patch(rgb, box)
+                    reference = patch = face_patch(rgb, box)
                     since_detection = 1
                     ahead.detect_at(i + params.detect_every)  # due then, if the track holds
                 out.seconds["detect"] += time.perf_counter() - t1
@@ -149,21 +170,27 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
                 continue
             budget.face(i)
             with _timed(out.seconds, "landmarks"):
-                shape = landmarks(rgb, box, params.landmarks)
+                shape = landmarks(rgb, box, params.track_points)
                 pts = shape_points(shape)
             if source != "tracked":
                 relation = box_relation(box, pts)
-            out.points[i], out.sources[i] = pts, source
+            tracked[i], out.sources[i], boxes[i] = pts, source, box
             out.boxes[i] = (box.left, box.top, box.right, box.bottom)
             previous = box
-            shapes[i] = shape
+            if full:
+                shapes[i], out.points[i] = shape, pts
+            else:  # (a detection at the frame's edge can leave no patch: a flat one stands in)
+                patches[i] = patch if patch.size else np.zeros((PATCH, PATCH), np.float32)
             frames.add(i, rgb)
     out.detector_calls = budget.calls
-    ids = sorted(out.points)
+    ids = sorted(out.sources)
     if not ids:
         return out
     with _timed(out.seconds, "select"):
-        feats = shape_features(np.stack([out.points[i] for i in ids]))
+        if full:
+            feats = shape_features(np.stack([tracked[i] for i in ids]))
+        else:
+            feats = patch_features(np.stack([patches[i] for i in ids]))
         out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
     # Aligning is the last per-frame cost: only the frames that were kept.
     with _timed(out.seconds, "chips"):
@@ -171,6 +198,12 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
         kept = frames.get(keep)
         if len(kept) < len(keep):
             kept.update(rgb_frames.at(set(keep) - set(kept)))  # type: ignore[union-attr]
+    with _timed(out.seconds, "landmarks"):
+        for i in keep:
+            if i not in shapes:  # the chips' predictor, on the frame's tracked or detected box
+                shapes[i] = landmarks(kept[i], boxes[i], params.landmarks)
+                out.points[i] = shape_points(shapes[i])
+    with _timed(out.seconds, "chips"):
         chips = {i: chip(kept[i], shapes[i], params.size, params.padding) for i in keep}
         out.chips = [chips[i] for i in out.selected]
     return out

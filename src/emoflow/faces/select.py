@@ -19,6 +19,14 @@ def shape_features(points: np.ndarray) -> np.ndarray:
     return (centred / scale).reshape(len(points), -1)
 
 
+def patch_features(patches: np.ndarray) -> np.ndarray:
+    """Face patches ``(n, h, w)`` → brightness- and contrast-free vectors (zero mean, unit norm),
+    so that K-means tells frames apart by what the face looks like, not by the light."""
+    x = patches.reshape(len(patches), -1).astype(np.float32)
+    x = x - x.mean(1, keepdims=True)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+
 def select_frames(features: np.ndarray, frame_ids: list[int], n: int, peak: int | None,
                   seed: int = 0) -> list[int]:  # fmt: skip
     """``n`` representative frames (in temporal order), always including ``peak``.

@@ -97,7 +97,7 @@ def clip_faces(args: tuple[dict[str, str], Path, Path, FacesParams]) -> dict:
     peak = int(row["peak"]) if row.get("peak", "") not in ("", None) else None
     r = process_clip(video, params, peak)
     result, peak_pos = faces_row(row["trial_id"], row["participant"], row["label"],
-                                 r.frames_decoded, len(r.points), r.counts, r.selected, peak,
+                                 r.frames_decoded, r.face_frames, r.counts, r.selected, peak,
                                  params.min_face_frames)  # fmt: skip
     if result["excluded"]:
         return result

@@ -228,8 +228,8 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
     t1 = time.perf_counter()
     if faces.frames_decoded == 0:
         raise InputError(what, "no video frame could be decoded")
-    if len(faces.points) < pre.min_face_frames:
-        raise NoFaceError(what, len(faces.points), faces.frames_decoded, pre.min_face_frames)
+    if faces.face_frames < pre.min_face_frames:
+        raise NoFaceError(what, faces.face_frames, faces.frames_decoded, pre.min_face_frames)
     # The model learnt from chips as the faces stage stores them: JPEG at its quality.
     chips = [as_stored(c, pre.jpeg_quality, spec.grayscale) for c in faces.chips]
 
@@ -250,7 +250,7 @@ def find_faces(spec: ModelSpec, video: VideoInput, fps: float | None = None,
                         "analysed, and followed while it stayed")  # fmt: skip
     timings = Timings(decode=1e3 * timed.seconds, faces=1e3 * (t1 - t0 - timed.seconds))
     parts = {k: 1e3 * v for k, v in faces.seconds.items()}
-    return FoundFaces(what, chips, frames_out, len(faces.points), faces.frames_decoded, timings,
+    return FoundFaces(what, chips, frames_out, faces.face_frames, faces.frames_decoded, timings,
                       faces_seen=max(faces.faces_seen, 1), warnings=warnings,
                       parts=parts)  # fmt: skip
 
