@@ -254,7 +254,7 @@ def crossval(
     splits: Path = SplitsOption,
 ) -> None:
     """Train and evaluate on every fold of split.folds; mean ± std in metrics/<model>_cv.json."""
-    from emoflow.training.evaluate import summarise
+    from emoflow.training.evaluate import REPORT, summarise
 
     p = load_params(params)
     if p.split.folds < 2:
@@ -263,7 +263,7 @@ def crossval(
     for k in range(p.split.folds):
         train(model, params, faces, splits, k, None, None)
         evaluate(model, params, faces, splits, k, None, None, None)
-        files.append(LAYOUT.plots(model, k) / "report.json")
+        files.append(LAYOUT.plots(model, k) / REPORT)
     summarise(files, LAYOUT.cv_metrics(model))
 
 

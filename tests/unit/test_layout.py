@@ -13,6 +13,7 @@ import yaml
 from emoflow.artifact import CHECKPOINTS, CURVES, EXPORT_JSON, HISTORY, MODEL_FILE, ONNX_FILE
 from emoflow.cli import app
 from emoflow.layout import LAYOUT, Layout, fold_dir
+from emoflow.training.evaluate import PLOT_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
@@ -54,7 +55,7 @@ def _expected_outs(lay: Layout) -> dict[str, list[Path]]:
     for m in MODELS:
         folder = lay.model_dir(m)
         outs[f"train@{m}"] = [folder / f for f in (MODEL_FILE, HISTORY, CURVES, CHECKPOINTS)]
-        outs[f"evaluate@{m}"] = [lay.plots(m), lay.metrics(m)]
+        outs[f"evaluate@{m}"] = [*(lay.plots(m) / f for f in PLOT_FILES), lay.metrics(m)]
         outs[f"export@{m}"] = [folder / ONNX_FILE, folder / EXPORT_JSON]
     return outs
 
@@ -71,7 +72,8 @@ def test_every_data_path_dvc_yaml_names_is_a_layout_path() -> None:
     known = {p for outs in _expected_outs(LAYOUT).values() for p in outs}
     known |= {LAYOUT.data, LAYOUT.trials_csv, LAYOUT.valid_trials, LAYOUT.clips_csv,
               LAYOUT.faces_csv, *(LAYOUT.manifest(s) for s in ("train", "val", "test")),
-              LAYOUT.reviewed, *(LAYOUT.model_dir(m) for m in MODELS)}  # fmt: skip
+              LAYOUT.reviewed, *(LAYOUT.model_dir(m) for m in MODELS),
+              *(LAYOUT.plots(m) for m in MODELS)}  # fmt: skip
     named = [p for stage in _stages().values() for p in _paths(stage.get("deps"))]
     named += _paths(DVC.get("metrics")) + _paths(DVC.get("plots"))
     named += [Path(v) for stage in _stages().values() for _, v in _options(stage["cmd"])]

@@ -26,6 +26,11 @@ from emoflow.training.trainer import evaluate_refs
 
 log = logging.getLogger(__name__)
 
+# What evaluate writes in its plots folder (dvc.yaml names these files, not the folder:
+# crossval puts its folds' evaluations in folds/ under it).
+REPORT, CONFUSION, PREDICTIONS = "report.json", "confusion.png", "predictions.csv"
+PLOT_FILES = (REPORT, CONFUSION, CURVES, PREDICTIONS)
+
 
 def evaluate_model(
     model_name: str, params: Params, faces_dir: Path, splits_dir: Path, model_dir: Path,
@@ -72,14 +77,14 @@ def evaluate_model(
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     plots_dir.mkdir(parents=True, exist_ok=True)
     full = {"model": model_name, "val": val, "test": report}
-    atomic_write_text(plots_dir / "report.json", json.dumps(full, indent=1))
-    plot_confusion(report["confusion"], classes, plots_dir / "confusion.png",
+    atomic_write_text(plots_dir / REPORT, json.dumps(full, indent=1))
+    plot_confusion(report["confusion"], classes, plots_dir / CONFUSION,
                    title=f"{model_name}: test split")  # fmt: skip
     history = model_dir / HISTORY
     if history.exists():
         plot_curves(json.loads(history.read_text()), plots_dir / CURVES, title=model_name)
-    _write_predictions(plots_dir / "predictions.csv", refs, predictions, classes)
-    _log_to_run(meta.mlflow_run_id, report, [plots_dir / "confusion.png", metrics_path])
+    _write_predictions(plots_dir / PREDICTIONS, refs, predictions, classes)
+    _log_to_run(meta.mlflow_run_id, report, [plots_dir / CONFUSION, metrics_path])
     log.info("evaluate %s on %d test clips: WAR %.3f, UAR %.3f, macro-F1 %.3f → %s",
              model_name, len(refs), report["war"], report["uar"], report["macro_f1"],
              metrics_path)  # fmt: skip
