@@ -84,7 +84,7 @@ def test_a_cut_after_a_sample_face_stores_no_chip_from_black_or_sky(small_trials
                               strict=False)]  # fmt: skip
     r = process_frames(cut_away(face, black=3, sky_frames=15), FacesParams(), peak=40)
     assert len(face) == 62 and r.sources[61] == "tracked"
-    assert set(r.sources) == set(r.boxes) == set(range(62))
+    assert set(r.points) == set(r.sources) == set(r.boxes) == set(range(62))
     assert len(r.selected) == 16 and max(r.selected) <= 61 and 40 in r.selected
     assert r.dropped == 1
 

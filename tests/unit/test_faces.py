@@ -135,7 +135,7 @@ def test_a_cut_to_black_and_sky_stores_no_face_from_them(portrait: np.ndarray) -
     # 22 face frames: detections at 0, 5, …, 20, so 21 is tracked and 22–24 would be too.
     clip = cut_away(list(pan(portrait, 22)), black=2, sky_frames=10)
     r = process_frames(clip, FacesParams(**FULL))
-    assert set(r.sources) == set(r.boxes) == set(range(22))
+    assert set(r.points) == set(r.sources) == set(r.boxes) == set(range(22))
     assert len(r.selected) == 8 and max(r.selected) < 22 and len(r.chips) == 8
     assert r.dropped >= 1  # the track was refused at the cut, not merely lost later
 

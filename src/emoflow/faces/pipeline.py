@@ -114,8 +114,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     frames = _FrameCache(budget_bytes, rereadable=callable(getattr(rgb_frames, "at", None)))
     full = params.track_points == params.landmarks  # the chips' predictor tracks: every frame
     shapes = {}  # frame → the chips' dlib shape (every face frame when ``full``)
-    tracked: dict[int, np.ndarray] = {}  # frame → the tracking predictor's points
-    boxes: dict[int, Box] = {}
+    last_points = np.zeros((0, 2), np.float32)  # the tracking predictor's, previous frame
     patches: dict[int, np.ndarray] = {}  # frame → its face patch (selection's features)
     previous: Box | None = None
     relation: tuple[float, float, float, float] | None = None
@@ -138,7 +137,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
             if (previous is not None and relation is not None
                     and since_detection < params.detect_every):  # fmt: skip
                 if not cut:
-                    box = box_from_landmarks(tracked[i - 1], relation)
+                    box = box_from_landmarks(last_points, relation)
                     patch = face_patch(rgb, box)
                     if similarity(patch, reference) < params.track_similarity:
                         box = None  # the box no longer holds the face it was detected on
@@ -174,7 +173,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
                 pts = shape_points(shape)
             if source != "tracked":
                 relation = box_relation(box, pts)
-            tracked[i], out.sources[i], boxes[i] = pts, source, box
+            last_points, out.sources[i] = pts, source
             out.boxes[i] = (box.left, box.top, box.right, box.bottom)
             previous = box
             if full:
@@ -188,7 +187,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
         return out
     with _timed(out.seconds, "select"):
         if full:
-            feats = shape_features(np.stack([tracked[i] for i in ids]))
+            feats = shape_features(np.stack([out.points[i] for i in ids]))
         else:
             feats = patch_features(np.stack([patches[i] for i in ids]))
         out.selected = select_frames(feats, ids, params.frames, peak, params.seed)
@@ -201,7 +200,7 @@ def process_frames(rgb_frames: Iterable[np.ndarray] | Rereadable, params: FacesP
     with _timed(out.seconds, "landmarks"):
         for i in keep:
             if i not in shapes:  # the chips' predictor, on the frame's tracked or detected box
-                shapes[i] = landmarks(kept[i], boxes[i], params.landmarks)
+                shapes[i] = landmarks(kept[i], Box(*out.boxes[i]), params.landmarks)
                 out.points[i] = shape_points(shapes[i])
     with _timed(out.seconds, "chips"):
         chips = {i: chip(kept[i], shapes[i], params.size, params.padding) for i in keep}
